@@ -1,0 +1,57 @@
+# Targets a Vault operator expects from a plugin repo. `make dev` and
+# `make test` are the two that matter; everything else feeds them.
+
+PLUGIN_NAME   := vault-plugin-secrets-piwik
+MODULE        := github.com/piwik-vault/vault-plugin-secrets-piwik
+VERSION       ?= v0.1.0
+GO            ?= go
+BIN           := $(CURDIR)/bin
+LDFLAGS       := -s -w -X $(MODULE).Version=$(VERSION)
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The Vault release the plugin is tested in; see tools/vault/go.mod.
+VAULT_BIN     := $(BIN)/vault
+
+export CGO_ENABLED ?= 0
+
+.PHONY: all build standin vault dev dev-stop test unit e2e fmt lint clean
+
+all: fmt lint build test
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN_NAME) ./cmd/$(PLUGIN_NAME)
+
+standin:
+	$(GO) build -trimpath -o $(BIN)/piwik-standin ./cmd/piwik-standin
+
+# Building Vault from source is slow the first time (see README); the binary
+# is rebuilt only when its pinned module changes.
+vault: $(VAULT_BIN)
+
+$(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
+	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $(VAULT_BIN) .
+
+dev: build standin vault
+	scripts/dev.sh
+
+dev-stop:
+	scripts/dev-stop.sh
+
+test: unit e2e
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+e2e: build standin vault
+	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
+		$(GO) test -count=1 -timeout 45m -v ./e2e/...
+
+fmt:
+	gofmt -l -w .
+
+lint:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed on:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+clean:
+	rm -rf $(BIN) dist

@@ -1,0 +1,171 @@
+package piwik
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func pathCreds(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "creds/" + framework.GenericNameRegex("name"),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+			OperationSuffix: "credentials",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {
+				Type:        framework.TypeString,
+				Description: "Name of the role to read a token for.",
+				Required:    true,
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathCredsRead,
+				DisplayAttrs: &framework.DisplayAttributes{
+					OperationVerb: "read",
+				},
+				Summary: "Get a Piwik PRO access token as a lease.",
+			},
+		},
+		HelpSynopsis:    pathCredsHelpSyn,
+		HelpDescription: pathCredsHelpDesc,
+	}}
+}
+
+func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	role, err := b.role(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return logical.ErrorResponse(fmt.Sprintf("unknown role %q: write piwik/roles/%s first", name, name)), nil
+	}
+	cfg, client, err := b.upstream(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse("Piwik PRO is not configured: write piwik/config first"), nil
+	}
+
+	tok, err := b.token(ctx, name, role, cfg, client)
+	if err != nil {
+		return nil, upstreamFailure(err)
+	}
+	now := time.Now()
+	ttl, warnings := leaseTTL(tok, now, role.TTL, b.System().MaxLeaseTTL())
+	if ttl < time.Second {
+		return nil, logical.CodedError(http.StatusBadGateway, "the token Piwik PRO issued expires in less than a second; check the clocks of Vault and Piwik PRO")
+	}
+
+	resp := b.Secret(secretTypeToken).Response(credsData(tok), map[string]any{
+		"role":       name,
+		"expires_at": tok.ExpiresAt.Format(time.RFC3339),
+	})
+	resp.Secret.TTL = ttl
+	resp.Secret.MaxTTL = ttl
+	resp.Secret.Renewable = false
+	resp.Warnings = warnings
+	return resp, nil
+}
+
+// token mints a token for role, or hands out the role's cached one when the
+// role shares tokens.
+func (b *backend) token(ctx context.Context, name string, role *piwikRole, cfg *piwikConfig, client *Client) (*Token, error) {
+	creds := role.credentials(cfg)
+	mint := func(ctx context.Context) (*Token, error) {
+		return client.Token(ctx, creds)
+	}
+	if !role.TokenReuse {
+		return mint(ctx)
+	}
+	tok, _, err := b.tokens.fetch(ctx, name, role.ReuseMinRemaining, mint)
+	return tok, err
+}
+
+// leaseTTL is the lease for tok at now: what is left of the token's life,
+// capped by the role's ttl and the mount's max lease TTL. The warnings say
+// which cap applied, so that nobody wonders why a lease ends before the
+// token does.
+func leaseTTL(tok *Token, now time.Time, roleTTL, mountMax time.Duration) (time.Duration, []string) {
+	var warnings []string
+	ttl := tok.ExpiresAt.Sub(now).Truncate(time.Second)
+	if tok.Lifetime < tok.ExpiresIn {
+		warnings = append(warnings, fmt.Sprintf("the token's exp claim ends its life before expires_in (%s); the lease follows exp", tok.ExpiresIn))
+	}
+	if roleTTL > 0 && roleTTL < ttl {
+		ttl = roleTTL
+		warnings = append(warnings, fmt.Sprintf("lease capped at the role's ttl of %s; the token itself is valid until %s", roleTTL, tok.ExpiresAt.Format(time.RFC3339)))
+	}
+	if mountMax > 0 && mountMax < ttl {
+		ttl = mountMax
+		warnings = append(warnings, fmt.Sprintf("lease capped at the mount's max lease TTL of %s; the token itself is valid until %s", mountMax, tok.ExpiresAt.Format(time.RFC3339)))
+	}
+	return ttl, warnings
+}
+
+// credsData is what a reader sees: the token and whom it acts for.
+func credsData(tok *Token) map[string]any {
+	data := map[string]any{
+		"access_token": tok.AccessToken,
+		"token_type":   tok.TokenType,
+		"expires_at":   tok.ExpiresAt.Format(time.RFC3339),
+	}
+	if tok.Claims.Subject != "" {
+		data["sub"] = tok.Claims.Subject
+	}
+	if tok.Claims.Org != "" {
+		data["org"] = tok.Claims.Org
+	}
+	switch len(tok.Claims.Audience) {
+	case 0:
+	case 1:
+		data["aud"] = tok.Claims.Audience[0]
+	default:
+		data["aud"] = tok.Claims.Audience
+	}
+	return data
+}
+
+// upstreamFailure maps a failed mint to an HTTP status Vault passes on:
+// 429 when Piwik PRO rate limited us, 504 on timeouts, 502 for anything
+// else Piwik PRO or the network did.
+func upstreamFailure(err error) error {
+	var upErr *UpstreamError
+	if !errors.As(err, &upErr) {
+		return err
+	}
+	status := http.StatusBadGateway
+	switch upErr.Kind {
+	case KindRateLimited:
+		status = http.StatusTooManyRequests
+	case KindTimeout:
+		status = http.StatusGatewayTimeout
+	}
+	return logical.CodedError(status, upErr.Error())
+}
+
+const pathCredsHelpSyn = `Get a Piwik PRO access token for a role.`
+
+const pathCredsHelpDesc = `
+Asks Piwik PRO for an access token with the role's credentials (or the
+config's) and returns it as a lease that ends when the token expires, or
+earlier when the role's ttl or the mount's max lease TTL is shorter. The
+response names the Piwik PRO user the token acts for (sub, org, aud).
+
+Leases are not renewable: read the path again for a new token. Revoking a
+lease succeeds but cannot end the token early, because Piwik PRO has no
+revocation endpoint; the token stays valid until expires_at.
+
+Example:
+
+  $ vault read piwik/creds/reporting
+`

@@ -1,0 +1,110 @@
+package piwik
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// tokenCache holds one token per role for roles with token_reuse, in memory
+// only. Concurrent misses for a role share one upstream request.
+type tokenCache struct {
+	mu     sync.Mutex
+	tokens map[string]*Token
+	// gen counts drops. A mint started before a drop neither fills the
+	// cache nor is joined by reads that start after it.
+	gen    uint64
+	flight singleflight.Group
+}
+
+func newTokenCache() *tokenCache {
+	return &tokenCache{tokens: make(map[string]*Token)}
+}
+
+// get returns the role's cached token when at least minRemaining of its
+// life is left at now (half its lifetime when minRemaining is 0).
+func (c *tokenCache) get(role string, minRemaining time.Duration, now time.Time) *Token {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tok := c.tokens[role]
+	if tok == nil || !usable(tok, minRemaining, now) {
+		return nil
+	}
+	return tok
+}
+
+// usable reports whether enough of tok's life remains at now to hand it out.
+func usable(tok *Token, minRemaining time.Duration, now time.Time) bool {
+	if minRemaining <= 0 {
+		minRemaining = tok.Lifetime / 2
+	}
+	remaining := tok.ExpiresAt.Sub(now)
+	return remaining > 0 && remaining >= minRemaining
+}
+
+// fetch returns a usable cached token for role, or mints one with mint.
+// Concurrent callers for the same role wait for a single mint; each of them
+// stops waiting when its own ctx ends. A failed mint is not cached.
+func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.Duration, mint func(context.Context) (*Token, error)) (tok *Token, shared bool, err error) {
+	if tok := c.get(role, minRemaining, time.Now()); tok != nil {
+		return tok, true, nil
+	}
+
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	key := role + "\x00" + strconv.FormatUint(gen, 10)
+
+	ch := c.flight.DoChan(key, func() (any, error) {
+		// Re-check: a mint that finished between our miss and this call
+		// already filled the cache.
+		if tok := c.get(role, minRemaining, time.Now()); tok != nil {
+			return tok, nil
+		}
+		// The mint outlives any one caller: others may be waiting on it.
+		// The client bounds it with request_timeout.
+		tok, err := mint(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, err
+		}
+		c.store(role, tok, gen)
+		return tok, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, false, res.Err
+		}
+		return res.Val.(*Token), res.Shared, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
+
+// store caches tok for role unless the cache was dropped since gen.
+func (c *tokenCache) store(role string, tok *Token, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == gen {
+		c.tokens[role] = tok
+	}
+}
+
+// drop forgets role's token.
+func (c *tokenCache) drop(role string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.tokens, role)
+}
+
+// dropAll forgets every token.
+func (c *tokenCache) dropAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.tokens)
+}
