@@ -184,7 +184,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	if stored == nil && req.Operation == logical.PatchOperation {
-		return logical.RespondWithStatusCode(logical.ErrorResponse("no config to patch: write piwik/config first"), req, http.StatusNotFound)
+		return nil, logical.CodedError(http.StatusNotFound, "no config to patch: write piwik/config first")
 	}
 
 	cfg := defaultConfig()

@@ -97,7 +97,9 @@ func (b *backend) token(ctx context.Context, name string, role *piwikRole, cfg *
 // token does.
 func leaseTTL(tok *Token, now time.Time, roleTTL, mountMax time.Duration) (time.Duration, []string) {
 	var warnings []string
-	ttl := tok.ExpiresAt.Sub(now).Truncate(time.Second)
+	// Rounded, not truncated: a token minted a few microseconds ago gets
+	// exactly its expires_in.
+	ttl := tok.ExpiresAt.Sub(now).Round(time.Second)
 	if tok.Lifetime < tok.ExpiresIn {
 		warnings = append(warnings, fmt.Sprintf("the token's exp claim ends its life before expires_in (%s); the lease follows exp", tok.ExpiresIn))
 	}

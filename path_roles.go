@@ -188,7 +188,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	if stored == nil && req.Operation == logical.PatchOperation {
-		return logical.RespondWithStatusCode(logical.ErrorResponse(fmt.Sprintf("no role %q to patch", name)), req, http.StatusNotFound)
+		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("no role %q to patch", name))
 	}
 
 	role := &piwikRole{}

@@ -98,7 +98,7 @@ func parseTokenReply(contentType string, body []byte, now time.Time) (*Token, er
 			tok.Lifetime = untilExp
 		}
 	}
-	tok.ExpiresAt = now.Add(tok.Lifetime).UTC().Truncate(time.Second)
+	tok.ExpiresAt = now.Add(tok.Lifetime).UTC()
 	return tok, nil
 }
 

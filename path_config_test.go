@@ -1,0 +1,261 @@
+package piwik
+
+import (
+	"encoding/pem"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+)
+
+func TestConfig_readBeforeWriteReturnsNothing(t *testing.T) {
+	e := newEnv(t)
+	resp, err := e.do(logical.ReadOperation, "config", nil)
+	if err != nil || resp != nil {
+		t.Fatalf("read of unwritten config = %v, %v; want nil, nil", resp, err)
+	}
+}
+
+func TestConfig_readNeverReturnsCredentials(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"request_timeout": "30s", "max_retries": 1})
+
+	resp := e.mustDo(logical.ReadOperation, "config", nil)
+	want := map[string]any{
+		"url":                e.server.URL,
+		"request_timeout":    int64(30),
+		"ca_cert":            "",
+		"verify_credentials": true,
+		"max_retries":        1,
+	}
+	if !reflect.DeepEqual(resp.Data, want) {
+		t.Errorf("config read = %#v, want %#v", resp.Data, want)
+	}
+	text := responseText(t, resp, nil)
+	for _, secret := range []string{testClientSecret, testClientID} {
+		if strings.Contains(text, secret) {
+			t.Errorf("config read contains a write-only credential field")
+		}
+	}
+}
+
+func TestConfig_normalizesURL(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"url": e.server.URL + "/tenant-a//"})
+	resp := e.mustDo(logical.ReadOperation, "config", nil)
+	if got, want := resp.Data["url"], e.server.URL+"/tenant-a"; got != want {
+		t.Errorf("url = %q, want %q (trailing slashes dropped, prefix kept)", got, want)
+	}
+	// The prefix is used: the stand-in serves <prefix>/auth/token too.
+	e.mustDo(logical.UpdateOperation, "roles/r", nil)
+	e.mustDo(logical.ReadOperation, "creds/r", nil)
+}
+
+func TestConfig_acceptsPlainHTTPOnlyOnLoopback(t *testing.T) {
+	for _, u := range []string{"http://localhost:1", "http://127.0.0.2:8200", "http://[::1]:8200/x", "https://acme.piwik.pro"} {
+		if _, err := normalizeURL(u); err != nil {
+			t.Errorf("normalizeURL(%q) = %v, want accepted", u, err)
+		}
+	}
+}
+
+// TestConfig_refusesBadInputAndChangesNothing pins that each bad write is
+// refused with an error naming the field, and leaves storage as it was.
+func TestConfig_refusesBadInputAndChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	before := e.snapshot()
+
+	cases := []struct {
+		name      string
+		data      map[string]any
+		wantField string
+	}{
+		{"ftp scheme", map[string]any{"url": "ftp://acme.piwik.pro"}, "url"},
+		{"plain http to a remote host", map[string]any{"url": "http://acme.piwik.pro"}, "url"},
+		{"no host", map[string]any{"url": "https://"}, "url"},
+		{"user info", map[string]any{"url": "https://user:pw@acme.piwik.pro"}, "url"},
+		{"query", map[string]any{"url": "https://acme.piwik.pro/?a=b"}, "url"},
+		{"control character", map[string]any{"url": "https://acme.piwik.pro/\n"}, "url"},
+		{"empty url", map[string]any{"url": ""}, "url"},
+		{"oversized url", map[string]any{"url": "https://acme.piwik.pro/" + strings.Repeat("a", 3000)}, "url"},
+		{"empty client_id", map[string]any{"client_id": "", "client_secret": "x"}, "client_id"},
+		{"client_id changed without secret", map[string]any{"client_id": "someone-else"}, "client_secret"},
+		{"empty client_secret", map[string]any{"client_secret": ""}, "client_secret"},
+		{"control character in secret", map[string]any{"client_secret": "a\x00b"}, "client_secret"},
+		{"oversized secret", map[string]any{"client_secret": strings.Repeat("s", 2000)}, "client_secret"},
+		{"zero request_timeout", map[string]any{"request_timeout": 0}, "request_timeout"},
+		{"negative request_timeout", map[string]any{"request_timeout": "-5s"}, "request_timeout"},
+		{"huge request_timeout", map[string]any{"request_timeout": "100h"}, "request_timeout"},
+		{"request_timeout not a duration", map[string]any{"request_timeout": "soon"}, "request_timeout"},
+		{"invalid PEM", map[string]any{"ca_cert": "not a certificate"}, "ca_cert"},
+		{"PEM without certificate", map[string]any{"ca_cert": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}}))}, "ca_cert"},
+		{"negative max_retries", map[string]any{"max_retries": -1}, "max_retries"},
+		{"too many max_retries", map[string]any{"max_retries": 99}, "max_retries"},
+		{"verify_credentials not a bool", map[string]any{"verify_credentials": "maybe"}, "verify_credentials"},
+		{"unknown field", map[string]any{"client_secert": "typo"}, "client_secert"},
+		{"credentials rejected by Piwik PRO", map[string]any{"client_secret": "wrong-secret"}, "verify_credentials"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := e.do(logical.UpdateOperation, "config", tc.data)
+			msg := errorText(resp)
+			if err != nil {
+				msg = err.Error()
+			}
+			if msg == "" {
+				t.Fatalf("write accepted, want an error naming %q", tc.wantField)
+			}
+			if !strings.Contains(msg, tc.wantField) {
+				t.Errorf("error %q does not name the field %q", msg, tc.wantField)
+			}
+			if after := e.snapshot(); !reflect.DeepEqual(before, after) {
+				t.Errorf("storage changed by a refused write")
+			}
+			e.assertNoSecret("error", msg)
+		})
+	}
+}
+
+func TestConfig_createRequiresEveryField(t *testing.T) {
+	e := newEnv(t)
+	for name, data := range map[string]map[string]any{
+		"no url":           {"client_id": testClientID, "client_secret": testClientSecret},
+		"no client_secret": {"url": e.server.URL, "client_id": testClientID},
+		"no client_id":     {"url": e.server.URL, "client_secret": testClientSecret},
+	} {
+		resp, err := e.do(logical.CreateOperation, "config", data)
+		if err != nil || !resp.IsError() {
+			t.Errorf("%s: create accepted", name)
+		}
+	}
+	if len(e.snapshot()) != 0 {
+		t.Errorf("refused creates stored something")
+	}
+}
+
+func TestConfig_patchKeepsSecretAndRequiresConfig(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.do(logical.PatchOperation, "config", map[string]any{"max_retries": 1}); !isStatus(err, 404) {
+		t.Fatalf("patch before any config accepted")
+	}
+	e.writeConfig(nil)
+	e.mustDo(logical.PatchOperation, "config", map[string]any{"request_timeout": "20s"})
+
+	cfg, err := getConfig(t.Context(), e.storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ClientSecret != testClientSecret || cfg.RequestTimeout.Seconds() != 20 {
+		t.Errorf("after patch: secret kept=%v timeout=%s", cfg.ClientSecret == testClientSecret, cfg.RequestTimeout)
+	}
+}
+
+func TestConfig_deleteRemovesEverything(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.DeleteOperation, "config", nil)
+	if resp, _ := e.do(logical.ReadOperation, "config", nil); resp != nil {
+		t.Errorf("config still readable after delete")
+	}
+	e.mustDo(logical.UpdateOperation, "roles/r", nil)
+	resp, _ := e.do(logical.ReadOperation, "creds/r", nil)
+	if !strings.Contains(errorText(resp), "write piwik/config first") {
+		t.Errorf("creds without config: %q, want a hint to write piwik/config", errorText(resp))
+	}
+}
+
+// TestConfig_verifyNamesEachUpstreamFailure pins the message an operator
+// gets for each way the verification token request can fail.
+func TestConfig_verifyNamesEachUpstreamFailure(t *testing.T) {
+	closed := closedPortURL(t)
+	tlsServer := httptest.NewTLSServer(standin.New(standin.Options{Credentials: []standin.Credential{{ClientID: testClientID, ClientSecret: testClientSecret}}}))
+	t.Cleanup(tlsServer.Close)
+
+	cases := []struct {
+		name  string
+		fault standin.Fault
+		data  map[string]any
+		want  string
+	}{
+		{name: "unreachable", data: map[string]any{"url": closed}, want: "unreachable"},
+		{name: "TLS failure", data: map[string]any{"url": tlsServer.URL}, want: "TLS"},
+		{name: "timeout", fault: standin.Fault{Kind: standin.FaultHang}, data: map[string]any{"request_timeout": "1s"}, want: "timed out"},
+		{name: "credentials rejected", data: map[string]any{"client_secret": "wrong"}, want: "invalid_client"},
+		{name: "no license", fault: standin.Fault{Kind: standin.FaultNoLicense}, want: "no active license"},
+		{name: "rate limited", fault: standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 120}, want: "HTTP 429"},
+		{name: "unexpected reply", fault: standin.Fault{Kind: standin.FaultServerError}, want: "HTTP 500"},
+		{name: "HTML instead of JSON", fault: standin.Fault{Kind: standin.FaultHTML}, want: "HTML page"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.piwik.SetFault(tc.fault)
+			data := map[string]any{"url": e.server.URL, "client_id": testClientID, "client_secret": testClientSecret, "max_retries": 0}
+			for k, v := range tc.data {
+				data[k] = v
+			}
+			resp, err := e.do(logical.UpdateOperation, "config", data)
+			if err != nil {
+				t.Fatalf("unexpected internal error: %v", err)
+			}
+			msg := errorText(resp)
+			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "verify_credentials") {
+				t.Errorf("error = %q, want it to mention verify_credentials and %q", msg, tc.want)
+			}
+			if strings.Contains(msg, "<html") || strings.Contains(msg, "<body") {
+				t.Errorf("error carries raw HTML: %q", msg)
+			}
+			e.assertNoSecret("error", msg)
+			if len(e.snapshot()) != 0 {
+				t.Errorf("a failed verification stored the config")
+			}
+		})
+	}
+}
+
+func TestConfig_caCertTrustsPrivateCA(t *testing.T) {
+	e := newEnv(t)
+	tlsServer := httptest.NewTLSServer(e.piwik)
+	t.Cleanup(tlsServer.Close)
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsServer.Certificate().Raw}))
+
+	e.writeConfig(map[string]any{"url": tlsServer.URL, "ca_cert": caPEM})
+	e.mustDo(logical.UpdateOperation, "roles/r", nil)
+	e.mustDo(logical.ReadOperation, "creds/r", nil)
+}
+
+func TestConfig_verifyCanBeTurnedOff(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"url": closedPortURL(t), "verify_credentials": false})
+	if e.piwik.TokenRequests() != 0 {
+		t.Errorf("verify_credentials=false still requested a token")
+	}
+}
+
+// closedPortURL returns a loopback URL nothing listens on.
+func closedPortURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+// isStatus reports whether err is a coded error with that HTTP status.
+func isStatus(err error, status int) bool {
+	var coded logical.HTTPCodedError
+	return errors.As(err, &coded) && coded.Code() == status
+}
+
+var _ http.Handler = (*standin.Server)(nil)

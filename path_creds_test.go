@@ -1,0 +1,266 @@
+package piwik
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+)
+
+func TestCreds_leaseMatchesExpiresIn(t *testing.T) {
+	for _, lifetime := range []time.Duration{30 * time.Minute, 10 * time.Minute} {
+		t.Run(lifetime.String(), func(t *testing.T) {
+			e := newEnv(t)
+			e.piwik.SetLifetime(lifetime)
+			e.writeConfig(nil)
+			e.mustDo(logical.CreateOperation, "roles/reporting", nil)
+
+			resp := e.mustDo(logical.ReadOperation, "creds/reporting", nil)
+			if resp.Secret.TTL != lifetime {
+				t.Errorf("lease TTL = %s, want exactly expires_in %s", resp.Secret.TTL, lifetime)
+			}
+			if resp.Secret.Renewable {
+				t.Errorf("lease is renewable; Piwik PRO tokens cannot be extended")
+			}
+			if len(resp.Warnings) != 0 {
+				t.Errorf("unexpected warnings: %v", resp.Warnings)
+			}
+			if !e.piwik.TokenValid(resp.Data["access_token"].(string)) {
+				t.Errorf("access_token is not a live token of the stand-in")
+			}
+			expiresAt, err := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+			if err != nil || expiresAt.Location() != time.UTC {
+				t.Fatalf("expires_at %q is not RFC 3339 UTC: %v", resp.Data["expires_at"], err)
+			}
+			if d := time.Until(expiresAt); d < lifetime-5*time.Second || d > lifetime {
+				t.Errorf("expires_at is %s away, want about %s", d, lifetime)
+			}
+		})
+	}
+}
+
+func TestCreds_dataNamesTheIdentity(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
+
+	for field, want := range map[string]any{
+		"token_type": "Bearer",
+		"sub":        "0f9b8e1c-admin",
+		"org":        "default",
+		"aud":        "Client-Name-" + testClientID,
+	} {
+		if got := resp.Data[field]; got != want {
+			t.Errorf("%s = %v, want %v", field, got, want)
+		}
+	}
+	if resp.Secret.InternalData["secret_type"] != secretTypeToken {
+		t.Errorf("secret type = %v, want %s", resp.Secret.InternalData["secret_type"], secretTypeToken)
+	}
+	if _, ok := resp.Secret.InternalData["access_token"]; ok {
+		t.Errorf("the token is kept in the lease's internal data")
+	}
+}
+
+func TestCreds_roleCredentialsOverrideConfig(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	resp := e.mustDo(logical.ReadOperation, "creds/reporting", nil)
+	if got := resp.Data["sub"]; got != "7d3a2b10-reporting" {
+		t.Errorf("token acts for %v, want the role's user 7d3a2b10-reporting", got)
+	}
+}
+
+func TestCreds_leaseFollowsShorterJWTExp(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultShortJWT})
+
+	resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
+	if ttl := resp.Secret.TTL; ttl > 300*time.Second || ttl < 295*time.Second {
+		t.Errorf("lease TTL = %s, want the JWT's exp (~300s), not expires_in", ttl)
+	}
+	if !containsWarning(resp, "exp") {
+		t.Errorf("no warning about exp: %v", resp.Warnings)
+	}
+}
+
+func TestCreds_capsWithWarnings(t *testing.T) {
+	t.Run("role ttl", func(t *testing.T) {
+		e := newEnv(t)
+		e.writeConfig(nil)
+		e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "10m"})
+		resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
+		if resp.Secret.TTL != 10*time.Minute || !containsWarning(resp, "role's ttl") {
+			t.Errorf("TTL = %s warnings = %v; want 10m and a role ttl warning", resp.Secret.TTL, resp.Warnings)
+		}
+	})
+	t.Run("mount max", func(t *testing.T) {
+		e := newEnv(t, withMountMaxTTL(5*time.Minute))
+		e.writeConfig(nil)
+		e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "10m"})
+		resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
+		if resp.Secret.TTL != 5*time.Minute || !containsWarning(resp, "max lease TTL") {
+			t.Errorf("TTL = %s warnings = %v; want 5m and a mount max warning", resp.Secret.TTL, resp.Warnings)
+		}
+	})
+	t.Run("cap longer than the token", func(t *testing.T) {
+		e := newEnv(t)
+		e.writeConfig(nil)
+		e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "2h"})
+		resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
+		if resp.Secret.TTL != 30*time.Minute || len(resp.Warnings) != 0 {
+			t.Errorf("TTL = %s warnings = %v; want the token's 30m, no warning", resp.Secret.TTL, resp.Warnings)
+		}
+	})
+}
+
+func TestCreds_unknownRoleAndMissingConfig(t *testing.T) {
+	e := newEnv(t)
+	resp, _ := e.do(logical.ReadOperation, "creds/ghost", nil)
+	if !strings.Contains(errorText(resp), `unknown role "ghost"`) {
+		t.Errorf("unknown role: %q", errorText(resp))
+	}
+	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	resp, _ = e.do(logical.ReadOperation, "creds/r", nil)
+	if !strings.Contains(errorText(resp), "not configured") {
+		t.Errorf("missing config: %q", errorText(resp))
+	}
+}
+
+// TestCreds_upstreamFailures pins the error and HTTP status each upstream
+// failure gives a reader, and that none of them leaks anything.
+func TestCreds_upstreamFailures(t *testing.T) {
+	cases := []struct {
+		name       string
+		fault      standin.Fault
+		timeout    string
+		wantStatus int
+		want       string
+	}{
+		{"credentials rejected", standin.Fault{}, "", http.StatusBadGateway, "invalid_client"},
+		{"no license", standin.Fault{Kind: standin.FaultNoLicense}, "", http.StatusBadGateway, "HTTP 402"},
+		{"rate limited", standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 90}, "", http.StatusTooManyRequests, "try again after 1m30s"},
+		{"server error page", standin.Fault{Kind: standin.FaultBadGateway}, "", http.StatusBadGateway, "HTML page"},
+		{"hang", standin.Fault{Kind: standin.FaultHang}, "1s", http.StatusGatewayTimeout, "timed out"},
+		{"trickle", standin.Fault{Kind: standin.FaultTrickle, Delay: 300 * time.Millisecond}, "1s", http.StatusGatewayTimeout, "timed out"},
+		{"huge reply", standin.Fault{Kind: standin.FaultHuge}, "", http.StatusBadGateway, "larger than"},
+		{"HTML reply", standin.Fault{Kind: standin.FaultHTML}, "", http.StatusBadGateway, "HTML page"},
+		{"truncated JSON", standin.Fault{Kind: standin.FaultTruncated}, "", http.StatusBadGateway, "truncated"},
+		{"no access_token", standin.Fault{Kind: standin.FaultNoAccessToken}, "", http.StatusBadGateway, "no access_token"},
+		{"zero expires_in", standin.Fault{Kind: standin.FaultZeroExpiry}, "", http.StatusBadGateway, "expires_in"},
+		{"negative expires_in", standin.Fault{Kind: standin.FaultNegativeExpiry}, "", http.StatusBadGateway, "expires_in"},
+		{"absurd expires_in", standin.Fault{Kind: standin.FaultAbsurdExpiry}, "", http.StatusBadGateway, "expires_in"},
+		{"wrong token_type", standin.Fault{Kind: standin.FaultWrongTokenType}, "", http.StatusBadGateway, "token_type"},
+		{"expired JWT", standin.Fault{Kind: standin.FaultExpiredJWT}, "", http.StatusBadGateway, "already passed"},
+		{"connection closed", standin.Fault{Kind: standin.FaultCloseConnection}, "", http.StatusBadGateway, "unreachable"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			extra := map[string]any{"max_retries": 0}
+			if tc.timeout != "" {
+				extra["request_timeout"] = tc.timeout
+			}
+			e.writeConfig(extra)
+			if tc.name == "credentials rejected" {
+				e.piwik.AddCredential(standin.Credential{ClientID: testClientID, ClientSecret: "rotated-in-the-ui"})
+			}
+			e.mustDo(logical.CreateOperation, "roles/r", nil)
+			e.piwik.SetFault(tc.fault)
+
+			resp, err := e.do(logical.ReadOperation, "creds/r", nil)
+			if resp != nil && resp.Secret != nil {
+				t.Fatalf("a lease was issued")
+			}
+			var coded logical.HTTPCodedError
+			if !errors.As(err, &coded) {
+				t.Fatalf("err = %v (resp %v), want a coded error", err, errorText(resp))
+			}
+			if coded.Code() != tc.wantStatus || !strings.Contains(coded.Error(), tc.want) {
+				t.Errorf("got %d %q, want %d and %q", coded.Code(), coded.Error(), tc.wantStatus, tc.want)
+			}
+			if strings.Contains(coded.Error(), "<") {
+				t.Errorf("error carries markup: %q", coded.Error())
+			}
+			e.assertNoSecret("error", coded.Error())
+		})
+	}
+}
+
+func TestCreds_concurrentReadsAreSafe(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	before := e.piwik.TokenRequests()
+
+	const readers = 1000
+	tokens := make([]string, readers)
+	errs := make(chan error, readers)
+	var wg sync.WaitGroup
+	for i := range readers {
+		wg.Go(func() {
+			resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+				Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage,
+			})
+			if err != nil || resp.IsError() {
+				errs <- errors.New("creds read failed")
+				return
+			}
+			tokens[i] = resp.Data["access_token"].(string)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	distinct := make(map[string]bool, readers)
+	for _, tok := range tokens {
+		distinct[tok] = true
+	}
+	if len(distinct) != readers {
+		t.Errorf("%d distinct tokens for %d reads without token_reuse", len(distinct), readers)
+	}
+	if got := e.piwik.TokenRequests() - before; got != readers {
+		t.Errorf("%d token requests for %d reads, want one each", got, readers)
+	}
+	e.secrets = append(e.secrets, tokens...)
+}
+
+func TestCreds_revokeAlwaysSucceeds(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
+
+	// Revoke works even when the config, the role and Piwik PRO are gone.
+	e.mustDo(logical.DeleteOperation, "roles/r", nil)
+	e.mustDo(logical.DeleteOperation, "config", nil)
+	e.server.Close()
+	revoked, err := e.b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.RevokeOperation, Secret: resp.Secret, Storage: e.storage,
+	})
+	if err != nil || revoked.IsError() {
+		t.Errorf("revoke failed: %v %v", err, errorText(revoked))
+	}
+}
+
+func containsWarning(resp *logical.Response, part string) bool {
+	for _, w := range resp.Warnings {
+		if strings.Contains(w, part) {
+			return true
+		}
+	}
+	return false
+}

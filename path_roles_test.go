@@ -1,0 +1,122 @@
+package piwik
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestRoles_crudListPatch(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+
+	e.mustDo(logical.CreateOperation, "roles/reporting", map[string]any{"ttl": "10m"})
+	e.mustDo(logical.CreateOperation, "roles/admin", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+
+	resp := e.mustDo(logical.ReadOperation, "roles/reporting", nil)
+	want := map[string]any{"ttl": int64(600), "own_credentials": false, "token_reuse": false, "reuse_min_remaining": int64(0)}
+	if !reflect.DeepEqual(resp.Data, want) {
+		t.Errorf("role read = %#v, want %#v", resp.Data, want)
+	}
+
+	list := e.mustDo(logical.ListOperation, "roles/", nil)
+	if got := list.Data["keys"]; !reflect.DeepEqual(got, []string{"admin", "reporting"}) {
+		t.Errorf("list = %v, want [admin reporting]", got)
+	}
+
+	e.mustDo(logical.PatchOperation, "roles/reporting", map[string]any{"token_reuse": true})
+	resp = e.mustDo(logical.ReadOperation, "roles/reporting", nil)
+	if resp.Data["ttl"] != int64(600) || resp.Data["token_reuse"] != true {
+		t.Errorf("patch lost or missed a field: %#v", resp.Data)
+	}
+
+	// Update keeps what it does not mention, like patch.
+	e.mustDo(logical.UpdateOperation, "roles/admin", map[string]any{"ttl": "5m"})
+	resp = e.mustDo(logical.ReadOperation, "roles/admin", nil)
+	if resp.Data["own_credentials"] != true {
+		t.Errorf("update dropped the role's credentials")
+	}
+	e.assertNoSecret("role read", responseText(t, resp, nil))
+	if strings.Contains(responseText(t, resp, nil), roleClientID) {
+		t.Errorf("role read returns the write-only client_id")
+	}
+
+	e.mustDo(logical.DeleteOperation, "roles/admin", nil)
+	if resp, err := e.do(logical.ReadOperation, "roles/admin", nil); resp != nil || err != nil {
+		t.Errorf("deleted role still reads as %v, %v", resp, err)
+	}
+}
+
+func TestRoles_unknownRoleReadsAsNothing(t *testing.T) {
+	e := newEnv(t)
+	resp, err := e.do(logical.ReadOperation, "roles/nope", nil)
+	if resp != nil || err != nil {
+		t.Errorf("unknown role = %v, %v; want nil, nil", resp, err)
+	}
+	if _, err := e.do(logical.PatchOperation, "roles/nope", map[string]any{"ttl": 5}); !isStatus(err, 404) {
+		t.Errorf("patch of an unknown role accepted")
+	}
+}
+
+func TestRoles_refusesBadInputAndChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "10m"})
+	before := e.snapshot()
+
+	cases := []struct {
+		name      string
+		path      string
+		data      map[string]any
+		wantField string
+	}{
+		{"negative ttl", "roles/r", map[string]any{"ttl": "-1s"}, "ttl"},
+		{"ttl not a duration", "roles/r", map[string]any{"ttl": "forever"}, "ttl"},
+		{"overflowing ttl", "roles/r", map[string]any{"ttl": "9999999999h"}, "ttl"},
+		{"ttl longer than any token", "roles/r", map[string]any{"ttl": "800h"}, "ttl"},
+		{"client_id without secret", "roles/r", map[string]any{"client_id": roleClientID}, "client_secret"},
+		{"client_secret without id", "roles/r", map[string]any{"client_secret": roleClientSecret}, "client_id"},
+		{"credentials Piwik PRO rejects", "roles/r", map[string]any{"client_id": roleClientID, "client_secret": "wrong"}, "client_secret"},
+		{"negative reuse_min_remaining", "roles/r", map[string]any{"reuse_min_remaining": "-1m"}, "reuse_min_remaining"},
+		{"token_reuse not a bool", "roles/r", map[string]any{"token_reuse": "often"}, "token_reuse"},
+		{"unknown field", "roles/r", map[string]any{"max_ttl": "1h"}, "max_ttl"},
+		{"oversized name", "roles/" + strings.Repeat("n", 200), nil, "name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := e.do(logical.UpdateOperation, tc.path, tc.data)
+			msg := errorText(resp)
+			if err != nil {
+				msg = err.Error()
+			}
+			if !strings.Contains(msg, tc.wantField) {
+				t.Errorf("error %q does not name %q", msg, tc.wantField)
+			}
+			if after := e.snapshot(); !reflect.DeepEqual(before, after) {
+				t.Errorf("storage changed by a refused write")
+			}
+			e.assertNoSecret("error", msg)
+		})
+	}
+}
+
+func TestRoles_credentialsNeedConfigToVerify(t *testing.T) {
+	e := newEnv(t)
+	resp, _ := e.do(logical.CreateOperation, "roles/r", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	if !strings.Contains(errorText(resp), "piwik/config") {
+		t.Errorf("error = %q, want it to ask for piwik/config first", errorText(resp))
+	}
+}
+
+func TestRoles_emptyCredentialsGoBackToConfig(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	e.mustDo(logical.UpdateOperation, "roles/r", map[string]any{"client_id": "", "client_secret": ""})
+	resp := e.mustDo(logical.ReadOperation, "roles/r", nil)
+	if resp.Data["own_credentials"] != false {
+		t.Errorf("role kept its credentials after clearing them")
+	}
+}
