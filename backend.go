@@ -46,13 +46,15 @@ type backend struct {
 	roles  map[string]*piwikRole
 
 	// tokens holds the tokens of roles with token_reuse.
-	tokens *tokenCache
+	tokens  *tokenCache
+	metrics *metrics
 }
 
 func newBackend() *backend {
 	b := &backend{
-		roles:  make(map[string]*piwikRole),
-		tokens: newTokenCache(),
+		roles:   make(map[string]*piwikRole),
+		tokens:  newTokenCache(),
+		metrics: newMetrics(),
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -64,6 +66,8 @@ func newBackend() *backend {
 			pathConfig(b),
 			pathRoles(b),
 			pathCreds(b),
+			pathCheck(b),
+			pathMetrics(b),
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		Invalidate:     b.invalidate,
@@ -137,7 +141,7 @@ func (b *backend) upstream(ctx context.Context, s logical.Storage) (*piwikConfig
 	if err != nil || cfg == nil {
 		return nil, nil, err
 	}
-	client, err = NewClient(cfg.clientOptions())
+	client, err = b.newClient(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("build Piwik PRO client from stored config: %w", err)
 	}
@@ -179,6 +183,38 @@ func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*pi
 	}
 	b.lock.Unlock()
 	return role, nil
+}
+
+// newClient builds an upstream client for cfg whose requests are counted
+// in the metrics and logged at debug level, without secrets.
+func (b *backend) newClient(cfg *piwikConfig) (*Client, error) {
+	opts := cfg.clientOptions()
+	opts.OnAttempt = b.observeAttempt
+	return NewClient(opts)
+}
+
+func (b *backend) observeAttempt(ctx context.Context, a Attempt) {
+	b.metrics.attempt(a)
+	if logger := b.Logger(); logger.IsDebug() {
+		args := []any{"role", roleFromContext(ctx), "status", a.Status, "latency", a.Latency, "retry", a.Retry}
+		if a.Err != nil {
+			args = append(args, "error", a.Err.Error())
+		}
+		logger.Debug("Piwik PRO token request", args...)
+	}
+}
+
+// roleKey carries the role a token request is for, so that the upstream
+// client's log lines can name it without knowing about roles.
+type roleKey struct{}
+
+func withRole(ctx context.Context, role string) context.Context {
+	return context.WithValue(ctx, roleKey{}, role)
+}
+
+func roleFromContext(ctx context.Context) string {
+	role, _ := ctx.Value(roleKey{}).(string)
+	return role
 }
 
 const backendHelp = `

@@ -60,6 +60,21 @@ type ClientOptions struct {
 	CACert string
 	// UserAgent is sent with every request.
 	UserAgent string
+	// OnAttempt, when set, is called after every HTTP request, retries
+	// included, with the ctx given to Token.
+	OnAttempt func(context.Context, Attempt)
+}
+
+// Attempt describes one HTTP request to the token endpoint.
+type Attempt struct {
+	// Retry is 0 for the first request, then 1, 2, ...
+	Retry int
+	// Status is the reply's HTTP status, 0 when none arrived.
+	Status  int
+	Latency time.Duration
+	// Err is nil on success, else what went wrong (an *UpstreamError for
+	// every failure the network or Piwik PRO caused).
+	Err error
 }
 
 // Client requests tokens from Piwik PRO's auth API. It knows nothing of
@@ -70,6 +85,7 @@ type Client struct {
 	timeout    time.Duration
 	maxRetries int
 	userAgent  string
+	onAttempt  func(context.Context, Attempt)
 	http       *http.Client
 }
 
@@ -94,6 +110,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		timeout:    opts.Timeout,
 		maxRetries: opts.MaxRetries,
 		userAgent:  opts.UserAgent,
+		onAttempt:  opts.OnAttempt,
 		// The context carries the deadline; the client timeout is only a
 		// backstop should a caller ever pass a context without one.
 		http: &http.Client{Transport: transport, Timeout: opts.Timeout + time.Second},
@@ -124,7 +141,7 @@ func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {
 	}
 
 	for attempt := 0; ; attempt++ {
-		tok, err := c.tokenOnce(ctx, body, creds.ClientSecret)
+		tok, err := c.observedTokenOnce(ctx, attempt, body, creds.ClientSecret)
 		if err == nil {
 			return tok, nil
 		}
@@ -145,11 +162,22 @@ func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {
 	}
 }
 
-// tokenOnce makes one token request.
-func (c *Client) tokenOnce(ctx context.Context, body []byte, secret string) (*Token, error) {
+// observedTokenOnce is tokenOnce, reported to the OnAttempt hook.
+func (c *Client) observedTokenOnce(ctx context.Context, retry int, body []byte, secret string) (*Token, error) {
+	start := time.Now()
+	tok, status, err := c.tokenOnce(ctx, body, secret)
+	if c.onAttempt != nil {
+		c.onAttempt(ctx, Attempt{Retry: retry, Status: status, Latency: time.Since(start), Err: err})
+	}
+	return tok, err
+}
+
+// tokenOnce makes one token request and returns the token, or the status
+// of the reply (0 when none arrived) and what was wrong with it.
+func (c *Client) tokenOnce(ctx context.Context, body []byte, secret string) (*Token, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("build token request: %w", err)
+		return nil, 0, fmt.Errorf("build token request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -157,22 +185,23 @@ func (c *Client) tokenOnce(ctx context.Context, body []byte, secret string) (*To
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, c.transportError(ctx, err)
+		return nil, 0, c.transportError(ctx, err)
 	}
 	defer resp.Body.Close()
 
 	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes+1))
 	if err != nil {
-		return nil, c.transportError(ctx, err)
+		return nil, resp.StatusCode, c.transportError(ctx, err)
 	}
 	if len(reply) > maxReplyBytes {
-		return nil, &UpstreamError{Kind: KindBadReply, Status: resp.StatusCode,
+		return nil, resp.StatusCode, &UpstreamError{Kind: KindBadReply, Status: resp.StatusCode,
 			Detail: fmt.Sprintf("reply is larger than %d KiB", maxReplyBytes>>10)}
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, statusError(resp, reply, secret)
+		return nil, resp.StatusCode, statusError(resp, reply, secret)
 	}
-	return parseTokenReply(resp.Header.Get("Content-Type"), reply, time.Now())
+	tok, err := parseTokenReply(resp.Header.Get("Content-Type"), reply, time.Now())
+	return tok, resp.StatusCode, err
 }
 
 // transportError classifies a failure to get a complete reply at all.

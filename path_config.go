@@ -195,13 +195,13 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := cfg.update(d, stored == nil); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	client, err := NewClient(cfg.clientOptions())
+	client, err := b.newClient(cfg)
 	if err != nil {
-		return logical.ErrorResponse(err.Error()), nil
+		return logical.ErrorResponse("ca_cert: " + err.Error()), nil
 	}
 	defer client.Close()
 	if cfg.VerifyCredentials {
-		if _, err := client.Token(ctx, cfg.credentials()); err != nil {
+		if _, err := client.Token(withRole(ctx, "(config)"), cfg.credentials()); err != nil {
 			return logical.ErrorResponse("verify_credentials: Piwik PRO did not issue a token with these settings, nothing was stored: " + err.Error()), nil
 		}
 	}

@@ -81,13 +81,17 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 // role shares tokens.
 func (b *backend) token(ctx context.Context, name string, role *piwikRole, cfg *piwikConfig, client *Client) (*Token, error) {
 	creds := role.credentials(cfg)
+	ctx = withRole(ctx, name)
 	mint := func(ctx context.Context) (*Token, error) {
 		return client.Token(ctx, creds)
 	}
 	if !role.TokenReuse {
 		return mint(ctx)
 	}
-	tok, _, err := b.tokens.fetch(ctx, name, role.ReuseMinRemaining, mint)
+	tok, minted, err := b.tokens.fetch(ctx, name, role.ReuseMinRemaining, mint)
+	if err == nil && !minted {
+		b.metrics.reuseHit()
+	}
 	return tok, err
 }
 

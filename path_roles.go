@@ -201,7 +201,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	if credentialsChanged && role.hasCredentials() {
-		if err := b.verifyRoleCredentials(ctx, req.Storage, role); err != nil {
+		if err := b.verifyRoleCredentials(withRole(ctx, name), req.Storage, role); err != nil {
 			return logical.ErrorResponse(err.Error()), nil
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -47,10 +48,11 @@ func usable(tok *Token, minRemaining time.Duration, now time.Time) bool {
 
 // fetch returns a usable cached token for role, or mints one with mint.
 // Concurrent callers for the same role wait for a single mint; each of them
-// stops waiting when its own ctx ends. A failed mint is not cached.
-func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.Duration, mint func(context.Context) (*Token, error)) (tok *Token, shared bool, err error) {
+// stops waiting when its own ctx ends. A failed mint is not cached. minted
+// is true only for the caller whose request went to Piwik PRO.
+func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.Duration, mint func(context.Context) (*Token, error)) (*Token, bool, error) {
 	if tok := c.get(role, minRemaining, time.Now()); tok != nil {
-		return tok, true, nil
+		return tok, false, nil
 	}
 
 	c.mu.Lock()
@@ -58,12 +60,14 @@ func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.D
 	c.mu.Unlock()
 	key := role + "\x00" + strconv.FormatUint(gen, 10)
 
+	var minted atomic.Bool
 	ch := c.flight.DoChan(key, func() (any, error) {
 		// Re-check: a mint that finished between our miss and this call
 		// already filled the cache.
 		if tok := c.get(role, minRemaining, time.Now()); tok != nil {
 			return tok, nil
 		}
+		minted.Store(true)
 		// The mint outlives any one caller: others may be waiting on it.
 		// The client bounds it with request_timeout.
 		tok, err := mint(context.WithoutCancel(ctx))
@@ -76,9 +80,9 @@ func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.D
 	select {
 	case res := <-ch:
 		if res.Err != nil {
-			return nil, false, res.Err
+			return nil, minted.Load(), res.Err
 		}
-		return res.Val.(*Token), res.Shared, nil
+		return res.Val.(*Token), minted.Load(), nil
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
 	}

@@ -1,0 +1,204 @@
+package standin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+// The control endpoints, under /_standin/, let a test in another process
+// reconfigure a running stand-in. They take JSON bodies (whatever the
+// Content-Type, so that a bare curl -d works) and reject unknown fields.
+const (
+	controlFault       = controlPrefix + "fault"
+	controlLifetime    = controlPrefix + "lifetime"
+	controlCredentials = controlPrefix + "credentials"
+	controlStats       = controlPrefix + "stats"
+)
+
+// faultRequest is the body of POST /_standin/fault. Count > 0 arms the fault
+// for that many requests (FailNext), otherwise for all (SetFault).
+type faultRequest struct {
+	Kind       FaultKind `json:"kind"`
+	RetryAfter int       `json:"retry_after"`
+	DelayMS    int       `json:"delay_ms"`
+	Count      int       `json:"count"`
+}
+
+// lifetimeRequest is the body of POST /_standin/lifetime.
+type lifetimeRequest struct {
+	Seconds int `json:"seconds"`
+}
+
+// credentialJSON is a credential as POST /_standin/credentials and the
+// command's -extra-credentials file give it.
+type credentialJSON struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+	UserID       string `json:"user_id"`
+	Email        string `json:"email"`
+	Name         string `json:"name"`
+	NoLicense    bool   `json:"no_license"`
+}
+
+// stats is the body of GET /_standin/stats.
+type stats struct {
+	TokenRequests int64 `json:"token_requests"`
+	TokensIssued  int64 `json:"tokens_issued"`
+}
+
+// serveControl serves the /_standin/ endpoints. A POST replies 204 when it
+// succeeds and 400 with {"error": "..."} when its body is wrong.
+func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == controlStats {
+		s.serveStats(w, r)
+		return
+	}
+	update := s.controlUpdate(r.URL.Path)
+	switch {
+	case update == nil:
+		http.NotFound(w, r)
+	case r.Method != http.MethodPost:
+		methodNotAllowed(w, http.MethodPost)
+	default:
+		if err := update(r); err != nil {
+			jsonReply(http.StatusBadRequest, "application/json", map[string]string{"error": err.Error()}).write(w)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// controlUpdate returns the handler of a POST control path, or nil.
+func (s *Server) controlUpdate(path string) func(*http.Request) error {
+	switch path {
+	case controlFault:
+		return s.controlFault
+	case controlLifetime:
+		return s.controlLifetime
+	case controlCredentials:
+		return s.controlCredentials
+	}
+	return nil
+}
+
+// serveStats serves GET /_standin/stats.
+func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, http.MethodGet)
+		return
+	}
+	st := stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued()}
+	jsonReply(http.StatusOK, "application/json", st).write(w)
+}
+
+// controlFault serves POST /_standin/fault.
+func (s *Server) controlFault(r *http.Request) error {
+	var req faultRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return err
+	}
+	switch {
+	case !req.Kind.Valid():
+		return fmt.Errorf("unknown fault kind %q", req.Kind)
+	case req.RetryAfter < 0 || req.DelayMS < 0 || req.Count < 0:
+		return errors.New("retry_after, delay_ms and count must not be negative")
+	}
+	f := Fault{
+		Kind:       req.Kind,
+		RetryAfter: req.RetryAfter,
+		Delay:      time.Duration(req.DelayMS) * time.Millisecond,
+	}
+	if req.Count > 0 {
+		s.FailNext(req.Count, f)
+	} else {
+		s.SetFault(f)
+	}
+	return nil
+}
+
+// controlLifetime serves POST /_standin/lifetime.
+func (s *Server) controlLifetime(r *http.Request) error {
+	var req lifetimeRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return err
+	}
+	if req.Seconds <= 0 {
+		return errors.New("seconds must be positive")
+	}
+	s.SetLifetime(time.Duration(req.Seconds) * time.Second)
+	return nil
+}
+
+// controlCredentials serves POST /_standin/credentials.
+func (s *Server) controlCredentials(r *http.Request) error {
+	var req credentialJSON
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return err
+	}
+	c, err := req.credential()
+	if err != nil {
+		return err
+	}
+	s.AddCredential(c)
+	return nil
+}
+
+// credential checks cj and converts it.
+func (cj credentialJSON) credential() (Credential, error) {
+	if cj.ClientID == "" || cj.ClientSecret == "" {
+		return Credential{}, errors.New("client_id and client_secret are required")
+	}
+	return Credential(cj), nil
+}
+
+// decodeStrict decodes one JSON value from at most 64 KiB of body into v,
+// rejecting unknown fields and trailing data.
+func decodeStrict(body io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(body, maxBodyBytes+1))
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if len(data) > maxBodyBytes {
+		return fmt.Errorf("body larger than %d bytes", maxBodyBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode body: %w", err)
+	}
+	if dec.More() {
+		return errors.New("decode body: trailing data after the JSON value")
+	}
+	return nil
+}
+
+// LoadCredentials reads credentials from a JSON file holding an array of
+// {"client_id", "client_secret"} objects; "user_id", "email", "name" and
+// "no_license" are optional.
+func LoadCredentials(path string) ([]Credential, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read credentials: %w", err)
+	}
+	var list []credentialJSON
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&list); err != nil {
+		return nil, fmt.Errorf("decode credentials %s: %w", path, err)
+	}
+	creds := make([]Credential, 0, len(list))
+	for i, cj := range list {
+		c, err := cj.credential()
+		if err != nil {
+			return nil, fmt.Errorf("credential %d in %s: %w", i, path, err)
+		}
+		creds = append(creds, c)
+	}
+	return creds, nil
+}
