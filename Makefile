@@ -13,7 +13,7 @@ VAULT_BIN     := $(BIN)/vault
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build standin vault dev dev-stop test unit e2e fmt lint clean
+.PHONY: all build standin vault dev dev-stop test unit e2e bench fuzz release fmt lint clean
 
 all: fmt lint build test
 
@@ -44,6 +44,23 @@ unit:
 e2e: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
 		$(GO) test -count=1 -timeout 45m -v ./e2e/...
+
+# Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
+bench: build standin vault
+	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
+		scripts/bench.sh
+
+# Explore each fuzz target beyond its seed corpus (make test runs the seeds).
+FUZZTIME ?= 30s
+fuzz:
+	@for target in FuzzParseTokenReply FuzzReadClaims FuzzConfigUpdate FuzzRoleUpdate; do \
+		echo "==> $$target ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
+
+# Cross-compiled, version-stamped binaries with checksums in dist/.
+release:
+	VERSION=$(VERSION) scripts/release.sh
 
 fmt:
 	gofmt -l -w .

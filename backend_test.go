@@ -26,7 +26,7 @@ const (
 // env is one backend with in-memory storage, talking to a stand-in of
 // Piwik PRO served by httptest.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	b       *backend
 	storage logical.Storage
 	piwik   *standin.Server
@@ -42,7 +42,7 @@ func withMountMaxTTL(d time.Duration) envOption {
 	return func(sys *logical.StaticSystemView) { sys.MaxLeaseTTLVal = d }
 }
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	piwik := standin.New(standin.Options{Credentials: []standin.Credential{
 		{ClientID: testClientID, ClientSecret: testClientSecret, UserID: "0f9b8e1c-admin"},
@@ -171,7 +171,7 @@ func errorText(resp *logical.Response) string {
 }
 
 // responseText renders everything a caller would see of a reply.
-func responseText(t *testing.T, resp *logical.Response, err error) string {
+func responseText(t testing.TB, resp *logical.Response, err error) string {
 	t.Helper()
 	var buf bytes.Buffer
 	if resp != nil {

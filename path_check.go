@@ -2,6 +2,7 @@ package piwik
 
 import (
 	"context"
+	"net/http"
 	"sync"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -28,7 +29,7 @@ func pathCheck(b *backend) []*framework.Path {
 				},
 				Summary: "Check that Piwik PRO issues tokens for the config's and every role's credentials.",
 				Responses: map[int][]framework.Response{
-					200: {{
+					http.StatusOK: {{
 						Description: "OK",
 						Fields: map[string]*framework.FieldSchema{
 							"ok":     {Type: framework.TypeBool, Description: "True when every check passed."},

@@ -119,20 +119,25 @@ func pathConfig(b *backend) []*framework.Path {
 					OperationSuffix: "configuration",
 				},
 				Summary: "Read the connection to Piwik PRO, without credentials.",
+				Responses: map[int][]framework.Response{
+					http.StatusOK: {{Description: "OK", Fields: configResponseFields}},
+				},
 			},
 			logical.CreateOperation: &framework.PathOperation{
 				Callback: b.pathConfigWrite,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
-				Summary: "Configure the connection to Piwik PRO.",
+				Summary:   "Configure the connection to Piwik PRO.",
+				Responses: noContent,
 			},
 			logical.UpdateOperation: &framework.PathOperation{
 				Callback: b.pathConfigWrite,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
-				Summary: "Configure the connection to Piwik PRO.",
+				Summary:   "Configure the connection to Piwik PRO.",
+				Responses: noContent,
 			},
 			logical.PatchOperation: &framework.PathOperation{
 				Callback: b.pathConfigWrite,
@@ -140,7 +145,8 @@ func pathConfig(b *backend) []*framework.Path {
 					OperationVerb:   "patch",
 					OperationSuffix: "configuration",
 				},
-				Summary: "Change some fields of the connection to Piwik PRO.",
+				Summary:   "Change some fields of the connection to Piwik PRO.",
+				Responses: noContent,
 			},
 			logical.DeleteOperation: &framework.PathOperation{
 				Callback: b.pathConfigDelete,
@@ -148,12 +154,27 @@ func pathConfig(b *backend) []*framework.Path {
 					OperationVerb:   "delete",
 					OperationSuffix: "configuration",
 				},
-				Summary: "Delete the connection to Piwik PRO and its credentials.",
+				Summary:   "Delete the connection to Piwik PRO and its credentials.",
+				Responses: noContent,
 			},
 		},
 		HelpSynopsis:    pathConfigHelpSyn,
 		HelpDescription: pathConfigHelpDesc,
 	}}
+}
+
+// configResponseFields documents what a config read returns.
+var configResponseFields = map[string]*framework.FieldSchema{
+	"url":                {Type: framework.TypeString, Description: "Base URL of the Piwik PRO account."},
+	"request_timeout":    {Type: framework.TypeDurationSecond, Description: "Budget of one token request in seconds, retries included."},
+	"ca_cert":            {Type: framework.TypeString, Description: "PEM bundle trusted for the url, if set."},
+	"verify_credentials": {Type: framework.TypeBool, Description: "Whether new credentials are checked by minting a token before they are stored."},
+	"max_retries":        {Type: framework.TypeInt, Description: "How often transient upstream failures are retried."},
+}
+
+// noContent documents an operation that returns nothing on success.
+var noContent = map[int][]framework.Response{
+	http.StatusNoContent: {{Description: "OK"}},
 }
 
 func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {

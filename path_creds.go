@@ -32,11 +32,24 @@ func pathCreds(b *backend) []*framework.Path {
 					OperationVerb: "read",
 				},
 				Summary: "Get a Piwik PRO access token as a lease.",
+				Responses: map[int][]framework.Response{
+					http.StatusOK: {{Description: "OK", Fields: credsResponseFields}},
+				},
 			},
 		},
 		HelpSynopsis:    pathCredsHelpSyn,
 		HelpDescription: pathCredsHelpDesc,
 	}}
+}
+
+// credsResponseFields documents what a creds read returns.
+var credsResponseFields = map[string]*framework.FieldSchema{
+	"access_token": {Type: framework.TypeString, Description: "Piwik PRO access token (a JWT), sent as 'Authorization: Bearer <access_token>'."},
+	"token_type":   {Type: framework.TypeString, Description: "Always Bearer."},
+	"expires_at":   {Type: framework.TypeString, Description: "When the token stops working (RFC 3339, UTC)."},
+	"sub":          {Type: framework.TypeString, Description: "The Piwik PRO user the token acts for (JWT sub), when present."},
+	"org":          {Type: framework.TypeString, Description: "The Piwik PRO organization (JWT org), when present."},
+	"aud":          {Type: framework.TypeString, Description: "The API credential's name (JWT aud), when present."},
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

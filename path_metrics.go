@@ -2,6 +2,7 @@ package piwik
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -22,7 +23,7 @@ func pathMetrics(b *backend) []*framework.Path {
 				},
 				Summary: "Counters of token requests on this node since the plugin started.",
 				Responses: map[int][]framework.Response{
-					200: {{
+					http.StatusOK: {{
 						Description: "OK",
 						Fields: map[string]*framework.FieldSchema{
 							"since":               {Type: framework.TypeString, Description: "When counting started (RFC 3339)."},

@@ -59,6 +59,11 @@ func pathRoles(b *backend) []*framework.Path {
 						OperationVerb: "list",
 					},
 					Summary: "List the roles.",
+					Responses: map[int][]framework.Response{
+						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
+							"keys": {Type: framework.TypeStringSlice, Description: "Role names."},
+						}}},
+					},
 				},
 			},
 			HelpSynopsis:    pathRoleListHelpSyn,
@@ -113,40 +118,55 @@ func pathRoles(b *backend) []*framework.Path {
 						OperationVerb: "read",
 					},
 					Summary: "Read a role, without credentials.",
+					Responses: map[int][]framework.Response{
+						http.StatusOK: {{Description: "OK", Fields: roleResponseFields}},
+					},
 				},
 				logical.CreateOperation: &framework.PathOperation{
 					Callback: b.pathRoleWrite,
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "write",
 					},
-					Summary: "Create or replace a role.",
+					Summary:   "Create or replace a role.",
+					Responses: noContent,
 				},
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback: b.pathRoleWrite,
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "write",
 					},
-					Summary: "Create or update a role.",
+					Summary:   "Create or update a role.",
+					Responses: noContent,
 				},
 				logical.PatchOperation: &framework.PathOperation{
 					Callback: b.pathRoleWrite,
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "patch",
 					},
-					Summary: "Change some fields of a role.",
+					Summary:   "Change some fields of a role.",
+					Responses: noContent,
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback: b.pathRoleDelete,
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "delete",
 					},
-					Summary: "Delete a role.",
+					Summary:   "Delete a role.",
+					Responses: noContent,
 				},
 			},
 			HelpSynopsis:    pathRoleHelpSyn,
 			HelpDescription: pathRoleHelpDesc,
 		},
 	}
+}
+
+// roleResponseFields documents what a role read returns.
+var roleResponseFields = map[string]*framework.FieldSchema{
+	"ttl":                 {Type: framework.TypeDurationSecond, Description: "Cap on the lease in seconds; 0 means the token's own lifetime."},
+	"own_credentials":     {Type: framework.TypeBool, Description: "Whether the role has its own Piwik PRO credential instead of the config's."},
+	"token_reuse":         {Type: framework.TypeBool, Description: "Whether readers share one cached token per node."},
+	"reuse_min_remaining": {Type: framework.TypeDurationSecond, Description: "Least remaining life, in seconds, of a cached token that is handed out; 0 means half its lifetime."},
 }
 
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
