@@ -1,10 +1,14 @@
 package piwik
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +36,8 @@ type env struct {
 	piwik   *standin.Server
 	server  *httptest.Server
 	logs    *syncBuffer
+
+	mu      sync.Mutex
 	secrets []string // every secret and token seen, for the leak checks
 }
 
@@ -48,7 +54,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		{ClientID: testClientID, ClientSecret: testClientSecret, UserID: "0f9b8e1c-admin"},
 		{ClientID: roleClientID, ClientSecret: roleClientSecret, UserID: "7d3a2b10-reporting"},
 	}})
-	server := httptest.NewServer(piwik)
+	e := &env{t: t, piwik: piwik, logs: &syncBuffer{}, secrets: []string{testClientSecret, roleClientSecret}}
+	server := httptest.NewServer(recordTokens(piwik, e.rememberSecret))
 	t.Cleanup(server.Close)
 
 	sys := &logical.StaticSystemView{
@@ -58,24 +65,20 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	for _, opt := range opts {
 		opt(sys)
 	}
-	logs := &syncBuffer{}
 	conf := &logical.BackendConfig{
 		StorageView: &logical.InmemStorage{},
 		System:      sys,
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name:   "piwik",
 			Level:  hclog.Trace,
-			Output: logs,
+			Output: e.logs,
 		}),
 	}
 	raw, err := Factory(context.Background(), conf)
 	if err != nil {
 		t.Fatalf("Factory: %v", err)
 	}
-	e := &env{
-		t: t, b: raw.(*backend), storage: conf.StorageView, piwik: piwik,
-		server: server, logs: logs, secrets: []string{testClientSecret, roleClientSecret},
-	}
+	e.b, e.storage, e.server = raw.(*backend), conf.StorageView, server
 	t.Cleanup(e.assertNoSecretsLogged)
 	return e
 }
@@ -124,8 +127,53 @@ func (e *env) noteTokens(resp *logical.Response) {
 		return
 	}
 	if tok, ok := resp.Data["access_token"].(string); ok && tok != "" {
-		e.secrets = append(e.secrets, tok)
+		e.rememberSecret(tok)
 	}
+}
+
+func (e *env) rememberSecret(s string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.secrets = append(e.secrets, s)
+}
+
+// recordTokens passes every access token the stand-in issues to remember,
+// including those the engine mints only to verify credentials, so that the
+// leak checks know every token that exists.
+func recordTokens(next http.Handler, remember func(string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &teeWriter{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		var reply struct {
+			AccessToken string `json:"access_token"`
+		}
+		if json.Unmarshal(rec.body.Bytes(), &reply) == nil && reply.AccessToken != "" {
+			remember(reply.AccessToken)
+		}
+	})
+}
+
+// teeWriter keeps a copy of the first 64 KiB of a response body.
+type teeWriter struct {
+	http.ResponseWriter
+	body bytes.Buffer
+}
+
+func (w *teeWriter) Write(p []byte) (int, error) {
+	if room := 64<<10 - w.body.Len(); room > 0 {
+		w.body.Write(p[:min(len(p), room)])
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *teeWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *teeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
 }
 
 // snapshot returns every storage entry's bytes, to prove a refused write
@@ -151,7 +199,10 @@ func (e *env) snapshot() map[string]string {
 // assertNoSecret fails when any secret or token seen so far appears in s.
 func (e *env) assertNoSecret(what, s string) {
 	e.t.Helper()
-	for _, secret := range e.secrets {
+	e.mu.Lock()
+	secrets := slices.Clone(e.secrets)
+	e.mu.Unlock()
+	for _, secret := range secrets {
 		if strings.Contains(s, secret) {
 			e.t.Errorf("%s contains a secret or token", what)
 		}

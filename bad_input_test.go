@@ -1,0 +1,120 @@
+package piwik
+
+import (
+	"encoding/pem"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// TestBadInput_refusedWithFieldAndNothingChanges pins, for each bad input
+// across config, roles and creds, the 4xx status Vault would answer with,
+// that the error names the field, and that storage is byte-for-byte what it
+// was before.
+func TestBadInput_refusedWithFieldAndNothingChanges(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "10m"})
+	e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	before := e.snapshot()
+
+	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}}))
+	cases := []struct {
+		name      string
+		op        logical.Operation
+		path      string
+		data      map[string]any
+		wantField string // "" for router-level refusals that name no field
+		status    int
+	}{
+		// piwik/config
+		{"config: ftp scheme", logical.UpdateOperation, "config", map[string]any{"url": "ftp://acme.piwik.pro"}, "url", 400},
+		{"config: javascript scheme", logical.UpdateOperation, "config", map[string]any{"url": "javascript:alert(1)"}, "url", 400},
+		{"config: plain http to a remote host", logical.UpdateOperation, "config", map[string]any{"url": "http://acme.piwik.pro"}, "url", 400},
+		{"config: plain http to a private address", logical.UpdateOperation, "config", map[string]any{"url": "http://10.0.0.8"}, "url", 400},
+		{"config: no host", logical.UpdateOperation, "config", map[string]any{"url": "https://"}, "url", 400},
+		{"config: relative url", logical.UpdateOperation, "config", map[string]any{"url": "acme.piwik.pro"}, "url", 400},
+		{"config: user info in url", logical.UpdateOperation, "config", map[string]any{"url": "https://user:pw@acme.piwik.pro"}, "url", 400},
+		{"config: query in url", logical.UpdateOperation, "config", map[string]any{"url": "https://acme.piwik.pro/?a=b"}, "url", 400},
+		{"config: fragment in url", logical.UpdateOperation, "config", map[string]any{"url": "https://acme.piwik.pro/#x"}, "url", 400},
+		{"config: control character in url", logical.UpdateOperation, "config", map[string]any{"url": "https://acme.piwik.pro/\n"}, "url", 400},
+		{"config: empty url", logical.UpdateOperation, "config", map[string]any{"url": ""}, "url", 400},
+		{"config: oversized url", logical.UpdateOperation, "config", map[string]any{"url": "https://acme.piwik.pro/" + strings.Repeat("a", 3000)}, "url", 400},
+		{"config: url of the wrong type", logical.UpdateOperation, "config", map[string]any{"url": []any{"https://a"}}, "url", 400},
+		{"config: empty client_id", logical.UpdateOperation, "config", map[string]any{"client_id": "", "client_secret": "x"}, "client_id", 400},
+		{"config: client_id changed without secret", logical.UpdateOperation, "config", map[string]any{"client_id": "someone-else"}, "client_secret", 400},
+		{"config: empty client_secret", logical.UpdateOperation, "config", map[string]any{"client_secret": ""}, "client_secret", 400},
+		{"config: control character in client_secret", logical.UpdateOperation, "config", map[string]any{"client_secret": "a\x00b"}, "client_secret", 400},
+		{"config: oversized client_secret", logical.UpdateOperation, "config", map[string]any{"client_secret": strings.Repeat("s", 2000)}, "client_secret", 400},
+		{"config: zero request_timeout", logical.UpdateOperation, "config", map[string]any{"request_timeout": 0}, "request_timeout", 400},
+		{"config: negative request_timeout", logical.UpdateOperation, "config", map[string]any{"request_timeout": "-5s"}, "request_timeout", 400},
+		{"config: overflowing request_timeout", logical.UpdateOperation, "config", map[string]any{"request_timeout": "99999999999999h"}, "request_timeout", 400},
+		{"config: request_timeout too long", logical.UpdateOperation, "config", map[string]any{"request_timeout": "100h"}, "request_timeout", 400},
+		{"config: request_timeout not a duration", logical.UpdateOperation, "config", map[string]any{"request_timeout": "soon"}, "request_timeout", 400},
+		{"config: invalid PEM", logical.UpdateOperation, "config", map[string]any{"ca_cert": "not a certificate"}, "ca_cert", 400},
+		{"config: PEM holding a key", logical.UpdateOperation, "config", map[string]any{"ca_cert": keyPEM}, "ca_cert", 400},
+		{"config: negative max_retries", logical.UpdateOperation, "config", map[string]any{"max_retries": -1}, "max_retries", 400},
+		{"config: too many max_retries", logical.UpdateOperation, "config", map[string]any{"max_retries": 99}, "max_retries", 400},
+		{"config: max_retries not a number", logical.UpdateOperation, "config", map[string]any{"max_retries": "three"}, "max_retries", 400},
+		{"config: verify_credentials not a bool", logical.UpdateOperation, "config", map[string]any{"verify_credentials": "maybe"}, "verify_credentials", 400},
+		{"config: unknown field", logical.UpdateOperation, "config", map[string]any{"client_secert": "typo"}, "client_secert", 400},
+		{"config: credentials Piwik PRO rejects", logical.UpdateOperation, "config", map[string]any{"client_secret": "wrong-secret"}, "verify_credentials", 400},
+
+		// piwik/roles/<name>
+		{"role: negative ttl", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "-1s"}, "ttl", 400},
+		{"role: ttl not a duration", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "forever"}, "ttl", 400},
+		{"role: overflowing ttl", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "9999999999h"}, "ttl", 400},
+		{"role: ttl longer than any token", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "800h"}, "ttl", 400},
+		{"role: client_id without client_secret", logical.UpdateOperation, "roles/r", map[string]any{"client_id": roleClientID}, "client_secret", 400},
+		{"role: client_secret without client_id", logical.UpdateOperation, "roles/r", map[string]any{"client_secret": roleClientSecret}, "client_id", 400},
+		{"role: credentials Piwik PRO rejects", logical.UpdateOperation, "roles/own", map[string]any{"client_id": roleClientID, "client_secret": "wrong"}, "client_secret", 400},
+		{"role: control character in client_id", logical.UpdateOperation, "roles/r", map[string]any{"client_id": "a\tb", "client_secret": "x"}, "client_id", 400},
+		{"role: negative reuse_min_remaining", logical.UpdateOperation, "roles/r", map[string]any{"reuse_min_remaining": "-1m"}, "reuse_min_remaining", 400},
+		{"role: token_reuse not a bool", logical.UpdateOperation, "roles/r", map[string]any{"token_reuse": "often"}, "token_reuse", 400},
+		{"role: unknown field", logical.UpdateOperation, "roles/r", map[string]any{"max_ttl": "1h"}, "max_ttl", 400},
+		{"role: oversized name", logical.UpdateOperation, "roles/" + strings.Repeat("n", 200), nil, "name", 400},
+		{"role: patch of a missing role", logical.PatchOperation, "roles/missing", map[string]any{"ttl": "1m"}, "missing", 404},
+		{"role: name with a space", logical.UpdateOperation, "roles/bad name", nil, "", 404},
+		{"role: name with a slash", logical.UpdateOperation, "roles/a/b", nil, "", 404},
+		{"role: name starting with a dash", logical.UpdateOperation, "roles/-r", nil, "", 404},
+
+		// piwik/creds/<name>
+		{"creds: unknown role", logical.ReadOperation, "creds/ghost", nil, "ghost", 400},
+		{"creds: name with a dot dot segment", logical.ReadOperation, "creds/../config", nil, "", 404},
+		{"creds: empty name", logical.ReadOperation, "creds/", nil, "", 404},
+		{"creds: write instead of read", logical.UpdateOperation, "creds/r", nil, "", 405},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &logical.Request{Operation: tc.op, Path: tc.path, Data: tc.data, Storage: e.storage}
+			resp, err := e.b.HandleRequest(t.Context(), req)
+			status, httpErr := httpStatus(req, resp, err)
+			if status != tc.status || httpErr == nil {
+				t.Fatalf("status %d (%v), want %d", status, httpErr, tc.status)
+			}
+			if !strings.Contains(httpErr.Error(), tc.wantField) {
+				t.Errorf("error %q does not name %q", httpErr, tc.wantField)
+			}
+			e.assertNoSecret("error", httpErr.Error())
+			if after := e.snapshot(); !reflect.DeepEqual(before, after) {
+				t.Errorf("storage changed by a refused request")
+			}
+		})
+	}
+	if len(cases) < 30 {
+		t.Errorf("only %d bad inputs", len(cases))
+	}
+}
+
+// httpStatus is the status and error Vault's HTTP layer would answer with:
+// a coded error's own code, else what RespondErrorCommon derives.
+func httpStatus(req *logical.Request, resp *logical.Response, err error) (int, error) {
+	var coded logical.HTTPCodedError
+	if errors.As(err, &coded) {
+		return coded.Code(), err
+	}
+	return logical.RespondErrorCommon(req, resp, err)
+}
