@@ -31,7 +31,7 @@ $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $(VAULT_BIN) .
 
 dev: build standin vault
-	scripts/dev.sh
+	VERSION=$(VERSION) scripts/dev.sh
 
 dev-stop:
 	scripts/dev-stop.sh
@@ -43,7 +43,7 @@ unit:
 
 e2e: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
-		$(GO) test -count=1 -timeout 45m -v ./e2e/...
+		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 45m -v ./e2e/...
 
 # Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
 bench: build standin vault

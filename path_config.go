@@ -166,7 +166,7 @@ func pathConfig(b *backend) []*framework.Path {
 // configResponseFields documents what a config read returns.
 var configResponseFields = map[string]*framework.FieldSchema{
 	"url":                {Type: framework.TypeString, Description: "Base URL of the Piwik PRO account."},
-	"request_timeout":    {Type: framework.TypeDurationSecond, Description: "Budget of one token request in seconds, retries included."},
+	"request_timeout":    {Type: framework.TypeInt64, Description: "Budget of one token request in seconds, retries included."},
 	"ca_cert":            {Type: framework.TypeString, Description: "PEM bundle trusted for the url, if set."},
 	"verify_credentials": {Type: framework.TypeBool, Description: "Whether new credentials are checked by minting a token before they are stored."},
 	"max_retries":        {Type: framework.TypeInt, Description: "How often transient upstream failures are retried."},

@@ -163,10 +163,10 @@ func pathRoles(b *backend) []*framework.Path {
 
 // roleResponseFields documents what a role read returns.
 var roleResponseFields = map[string]*framework.FieldSchema{
-	"ttl":                 {Type: framework.TypeDurationSecond, Description: "Cap on the lease in seconds; 0 means the token's own lifetime."},
+	"ttl":                 {Type: framework.TypeInt64, Description: "Cap on the lease in seconds; 0 means the token's own lifetime."},
 	"own_credentials":     {Type: framework.TypeBool, Description: "Whether the role has its own Piwik PRO credential instead of the config's."},
 	"token_reuse":         {Type: framework.TypeBool, Description: "Whether readers share one cached token per node."},
-	"reuse_min_remaining": {Type: framework.TypeDurationSecond, Description: "Least remaining life, in seconds, of a cached token that is handed out; 0 means half its lifetime."},
+	"reuse_min_remaining": {Type: framework.TypeInt64, Description: "Least remaining life, in seconds, of a cached token that is handed out; 0 means half its lifetime."},
 }
 
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {

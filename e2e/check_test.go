@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// checkReport is what <mount>/check returns.
+type checkReport struct {
+	Data struct {
+		OK     bool                   `json:"ok"`
+		Config checkResult            `json:"config"`
+		Roles  map[string]checkResult `json:"roles"`
+	} `json:"data"`
+}
+
+type checkResult struct {
+	OK          bool   `json:"ok"`
+	Credentials string `json:"credentials"` // roles only: "role" or "config"
+	Error       string `json:"error"`
+}
+
+// TestCheckReportsDroppedRoleCredential pins piwik/check and
+// piwik/metrics: the check mints a token with the config's and with each
+// role's own credential and reports ok without showing a token; when Piwik
+// PRO drops a role's credential, that role (and only it) is reported with
+// Piwik PRO's invalid_client error; the metrics count the tokens minted.
+func TestCheckReportsDroppedRoleCredential(t *testing.T) {
+	env := sharedDev(t)
+	v := env.vault
+	// A stand-in and mount of its own: its credentials change below, and
+	// its counters must match the mount's.
+	st := startStandin(t, testDir(t), "check-standin", t.Cleanup)
+	const mount = "piwik-check"
+	v.mountPiwik(t, mount, env.version, st)
+	t.Cleanup(func() { v.run(t, v.token, "", "secrets", "disable", mount) })
+
+	analyst := map[string]string{"client_id": "check-analyst", "client_secret": randomString(t, 32)}
+	rememberSecret(t, "client secret of the check-analyst credential", analyst["client_secret"])
+	st.control(t, "credentials", analyst)
+	body, _ := json.Marshal(analyst)
+	v.vaultAs(t, v.token, string(body), "write", mount+"/roles/analyst", "-")
+
+	hidden := []string{st.clientSecret, analyst["client_secret"]}
+	before := standinStats(t, st)
+	report := readCheck(t, v, mount, hidden)
+	if issued := standinStats(t, st).TokensIssued - before.TokensIssued; issued != 2 {
+		t.Errorf("the check made Piwik PRO issue %d tokens, want 2 (config and analyst)", issued)
+	}
+	if !report.Data.OK || !report.Data.Config.OK {
+		t.Errorf("check: ok = %v, config = %+v; want both ok", report.Data.OK, report.Data.Config)
+	}
+	requireRoleResult(t, report, "reporting", true, "config")
+	requireRoleResult(t, report, "analyst", true, "role")
+
+	// The credential is deleted in Piwik PRO and made again: same client
+	// id, new secret. Vault still holds the old secret.
+	replaced := map[string]string{"client_id": analyst["client_id"], "client_secret": randomString(t, 32)}
+	rememberSecret(t, "new client secret of the check-analyst credential", replaced["client_secret"])
+	st.control(t, "credentials", replaced)
+	hidden = append(hidden, replaced["client_secret"])
+
+	report = readCheck(t, v, mount, hidden)
+	if report.Data.OK {
+		t.Error("check: ok = true after the analyst credential was dropped")
+	}
+	if !report.Data.Config.OK {
+		t.Errorf("check: config = %+v, want ok: only the role's credential was dropped", report.Data.Config)
+	}
+	requireRoleResult(t, report, "reporting", true, "config")
+	analystResult := requireRoleResult(t, report, "analyst", false, "role")
+	if !strings.Contains(analystResult.Error, "invalid_client") {
+		t.Errorf("check: analyst error = %q, want Piwik PRO's invalid_client", analystResult.Error)
+	}
+
+	var metrics struct {
+		Data struct {
+			TokensMinted     int64            `json:"tokens_minted"`
+			UpstreamRequests int64            `json:"upstream_requests"`
+			UpstreamFailures int64            `json:"upstream_failures"`
+			FailuresByKind   map[string]int64 `json:"failures_by_kind"`
+		} `json:"data"`
+	}
+	decode(t, "vault read "+mount+"/metrics", v.vault(t, "read", "-format=json", mount+"/metrics"), &metrics)
+	m, stats := metrics.Data, standinStats(t, st)
+	if m.TokensMinted == 0 || m.TokensMinted != stats.TokensIssued {
+		t.Errorf("metrics: tokens_minted = %d, want the %d tokens the mount's stand-in issued", m.TokensMinted, stats.TokensIssued)
+	}
+	if m.UpstreamRequests != stats.TokenRequests {
+		t.Errorf("metrics: upstream_requests = %d, want the %d requests the stand-in received", m.UpstreamRequests, stats.TokenRequests)
+	}
+	if m.UpstreamFailures < 1 || m.FailuresByKind["credentials"] < 1 {
+		t.Errorf("metrics: upstream_failures = %d, failures_by_kind = %v; want the invalid_client failure counted as credentials",
+			m.UpstreamFailures, m.FailuresByKind)
+	}
+	if table := v.vault(t, "read", mount+"/metrics"); !strings.Contains(table, "tokens_minted") {
+		t.Errorf("vault read %s/metrics does not show tokens_minted:\n%s", mount, table)
+	}
+}
+
+// readCheck runs `vault read -format=json <mount>/check` and fails t if its
+// output holds a token, "access_token" or one of hidden.
+func readCheck(t *testing.T, v *vaultServer, mount string, hidden []string) checkReport {
+	t.Helper()
+	out := v.vault(t, "read", "-format=json", mount+"/check")
+	if jwtShape.MatchString(out) || strings.Contains(out, "access_token") {
+		t.Fatalf("vault read %s/check shows a token:\n%s", mount, redact(out))
+	}
+	for _, s := range hidden {
+		if strings.Contains(out, s) {
+			t.Fatalf("vault read %s/check shows a client secret:\n%s", mount, redact(out))
+		}
+	}
+	var report checkReport
+	decode(t, "vault read "+mount+"/check", out, &report)
+	return report
+}
+
+// requireRoleResult fails t unless the check reports role with ok and the
+// credentials source, and returns the role's result.
+func requireRoleResult(t *testing.T, report checkReport, role string, ok bool, source string) checkResult {
+	t.Helper()
+	r, found := report.Data.Roles[role]
+	switch {
+	case !found:
+		t.Errorf("check: no result for role %q (roles: %v)", role, report.Data.Roles)
+	case r.OK != ok || r.Credentials != source:
+		t.Errorf("check: role %q = %+v, want ok %v with %s credentials", role, r, ok, source)
+	case ok && r.Error != "":
+		t.Errorf("check: role %q is ok but has error %q", role, r.Error)
+	case !ok && r.Error == "":
+		t.Errorf("check: role %q is not ok but has no error", role)
+	}
+	return r
+}
+
+// standinCounters is the stand-in's GET /_standin/stats.
+type standinCounters struct {
+	TokenRequests int64 `json:"token_requests"`
+	TokensIssued  int64 `json:"tokens_issued"`
+}
+
+func standinStats(t *testing.T, s *standin) standinCounters {
+	t.Helper()
+	resp, err := httpClient.Get(s.url + "/_standin/stats")
+	if err != nil {
+		t.Fatalf("stand-in stats: %v", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stand-in stats: %s", resp.Status)
+	}
+	var c standinCounters
+	if err := json.Unmarshal(data, &c); err != nil {
+		t.Fatalf("stand-in stats: %v", err)
+	}
+	return c
+}

@@ -1,0 +1,360 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+const (
+	pluginName = "vault-plugin-secrets-piwik"
+	module     = "github.com/piwik-vault/vault-plugin-secrets-piwik"
+)
+
+// vaultServer is a running Vault server and what the CLI needs to talk to
+// it.
+type vaultServer struct {
+	name      string
+	addr      string // http://127.0.0.1:PORT
+	token     string // root token
+	dir       string
+	pluginDir string
+	proc      *process
+}
+
+// startDevVault starts `vault server -dev` with the plugin binary copied
+// into its plugin directory; keep decides how long it lives.
+func startDevVault(t *testing.T, dir, name string, keep func(func())) *vaultServer {
+	t.Helper()
+	v := &vaultServer{
+		name:      name,
+		token:     randomString(t, 24),
+		dir:       dir,
+		pluginDir: filepath.Join(dir, name+"-plugins"),
+	}
+	copyPlugin(t, v.pluginDir, pluginName)
+	env := []string{
+		"HOME=" + mkdir(t, filepath.Join(dir, "home")),
+		"VAULT_DEV_ROOT_TOKEN_ID=" + v.token,
+	}
+	startWithRetry(t, v, keep, func(port int) []string {
+		return []string{"server", "-dev", "-log-level=debug",
+			fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port),
+			"-dev-plugin-dir=" + v.pluginDir,
+			"-dev-no-store-token",
+		}
+	}, env)
+	v.waitActive(t)
+	return v
+}
+
+// startWithRetry picks ports, runs the server with args(port) and waits
+// until its API answers; it tries again on other ports when the chosen
+// ones were taken meanwhile.
+func startWithRetry(t *testing.T, v *vaultServer, keep func(func()), args func(port int) []string, env []string) {
+	t.Helper()
+	logPath := filepath.Join(v.dir, v.name+".log")
+	for attempt := 1; ; attempt++ {
+		port := freePortPair(t)
+		p, err := startProcess("vault "+v.name, logPath, v.dir, env, suite.vaultBin, args(port)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep(p.stop)
+		v.proc = p
+		v.addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+
+		client := v.client(t, "")
+		err = waitFor(60*time.Second, 100*time.Millisecond, p, func() (bool, error) {
+			_, err := client.Sys().Health()
+			return err == nil, nil
+		})
+		if err == nil {
+			return
+		}
+		p.stop()
+		log, _ := os.ReadFile(logPath)
+		if attempt < 3 && bytes.Contains(log, []byte("address already in use")) {
+			continue
+		}
+		t.Fatal(p.failure("API did not answer: " + err.Error()))
+	}
+}
+
+// client returns an API client for v that uses token.
+func (v *vaultServer) client(t *testing.T, token string) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address = v.addr
+	cfg.MaxRetries = 0
+	cfg.Timeout = 30 * time.Second
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(token)
+	return c
+}
+
+// waitActive waits until v is initialized, unsealed and active.
+func (v *vaultServer) waitActive(t *testing.T) {
+	t.Helper()
+	client := v.client(t, "")
+	err := waitFor(60*time.Second, 100*time.Millisecond, v.proc, func() (bool, error) {
+		h, err := client.Sys().Health()
+		return err == nil && h.Initialized && !h.Sealed && !h.Standby, nil
+	})
+	if err != nil {
+		t.Fatal(v.proc.failure("not active: " + err.Error()))
+	}
+}
+
+// copyPlugin copies the plugin binary under test into dir as name.
+func copyPlugin(t *testing.T, dir, name string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(suite.pluginBin)
+	if err != nil {
+		t.Fatalf("PLUGIN_BINARY: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cliResult is the outcome of one vault CLI run.
+type cliResult struct {
+	stdout, stderr string
+	exitCode       int
+}
+
+// run runs the vault CLI against v with token (none when empty) and stdin,
+// and returns what it printed. It fails t only when the CLI could not run.
+func (v *vaultServer) run(t *testing.T, token, stdin string, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, suite.vaultBin, args...)
+	cmd.Dir = v.dir
+	cmd.Env = append(baseEnv(),
+		"VAULT_ADDR="+v.addr,
+		"HOME="+filepath.Join(v.dir, "home"), // no token helper file of the developer's
+	)
+	if token != "" {
+		cmd.Env = append(cmd.Env, "VAULT_TOKEN="+token)
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		t.Fatalf("vault %s: %v", redact(strings.Join(args, " ")), err)
+	}
+	return cliResult{stdout: stdout.String(), stderr: stderr.String(), exitCode: cmd.ProcessState.ExitCode()}
+}
+
+// vault runs the vault CLI as root and returns its output; it fails t when
+// the command fails.
+func (v *vaultServer) vault(t *testing.T, args ...string) string {
+	t.Helper()
+	return v.vaultAs(t, v.token, "", args...)
+}
+
+// vaultAs runs the vault CLI with token and stdin; it fails t when the
+// command fails.
+func (v *vaultServer) vaultAs(t *testing.T, token, stdin string, args ...string) string {
+	t.Helper()
+	r := v.run(t, token, stdin, args...)
+	if r.exitCode != 0 {
+		t.Fatalf("vault %s: exit %d:\n%s%s\n(server log: %s)",
+			redact(strings.Join(args, " ")), r.exitCode, redact(r.stdout), redact(r.stderr), v.proc.logPath)
+	}
+	return r.stdout
+}
+
+// decode unmarshals the JSON output of a CLI command into out.
+func decode(t *testing.T, what, output string, out any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(output), out); err != nil {
+		t.Fatalf("%s: output is not the expected JSON: %v\n%s", what, err, redact(output))
+	}
+}
+
+// readSecret runs `vault read -format=json path` with token and returns
+// the secret.
+func (v *vaultServer) readSecret(t *testing.T, token, path string) *api.Secret {
+	t.Helper()
+	var s api.Secret
+	decode(t, "vault read "+path, v.vaultAs(t, token, "", "read", "-format=json", path), &s)
+	return &s
+}
+
+// creds is what piwik/creds/<role> returns, with its lease.
+type creds struct {
+	leaseID       string
+	leaseDuration int
+	renewable     bool
+	accessToken   string
+	data          map[string]any
+}
+
+// readCreds reads a token from path (e.g. "piwik/creds/reporting") as
+// token and remembers it for the log scan.
+func (v *vaultServer) readCreds(t *testing.T, token, path string) creds {
+	t.Helper()
+	s := v.readSecret(t, token, path)
+	access, _ := s.Data["access_token"].(string)
+	if access == "" {
+		t.Fatalf("vault read %s: no access_token in data (keys: %v)", path, keys(s.Data))
+	}
+	rememberSecret(t, "access token read from "+path+" in "+t.Name(), access)
+	return creds{
+		leaseID:       s.LeaseID,
+		leaseDuration: s.LeaseDuration,
+		renewable:     s.Renewable,
+		accessToken:   access,
+		data:          s.Data,
+	}
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// requireDenied fails t unless running args with token was refused by
+// Vault's ACL.
+func (v *vaultServer) requireDenied(t *testing.T, token string, args ...string) {
+	t.Helper()
+	r := v.run(t, token, "", args...)
+	if r.exitCode == 0 || !strings.Contains(r.stderr, "permission denied") || !strings.Contains(r.stderr, "403") {
+		t.Errorf("vault %s: want 403 permission denied, got exit %d:\n%s%s",
+			strings.Join(args, " "), r.exitCode, redact(r.stdout), redact(r.stderr))
+	}
+}
+
+// pluginVersion returns the version PLUGIN_BINARY was built with: from
+// PLUGIN_VERSION, or else what the binary reports to Vault when it is
+// registered without a version (Vault then records the reported one).
+var pluginVersion struct {
+	sync.Mutex
+	version string
+}
+
+func (v *vaultServer) builtVersion(t *testing.T) string {
+	t.Helper()
+	pluginVersion.Lock()
+	defer pluginVersion.Unlock()
+	if pluginVersion.version != "" {
+		return pluginVersion.version
+	}
+	if env := os.Getenv("PLUGIN_VERSION"); env != "" {
+		pluginVersion.version = env
+		return env
+	}
+	sha := fileSHA256(t, filepath.Join(v.pluginDir, pluginName))
+	v.vault(t, "plugin", "register", "-sha256="+sha, "secret", pluginName)
+	var plugins struct {
+		Details []struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+			Builtin bool   `json:"builtin"`
+		} `json:"detailed"`
+	}
+	out := v.vault(t, "read", "-format=json", "sys/plugins/catalog")
+	var wrapper struct {
+		Data json.RawMessage `json:"data"`
+	}
+	decode(t, "sys/plugins/catalog", out, &wrapper)
+	decode(t, "sys/plugins/catalog data", string(wrapper.Data), &plugins)
+	for _, p := range plugins.Details {
+		if p.Name == pluginName && !p.Builtin && p.Version != "" {
+			pluginVersion.version = p.Version
+			return p.Version
+		}
+	}
+	t.Fatalf("the plugin registered without a version reported none; set PLUGIN_VERSION")
+	return ""
+}
+
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// registerPlugin registers the binary command (a file in v's plugin
+// directory) as version of the plugin, by its checksum.
+func (v *vaultServer) registerPlugin(t *testing.T, command, version string) {
+	t.Helper()
+	sha := fileSHA256(t, filepath.Join(v.pluginDir, command))
+	v.vault(t, "plugin", "register", "-sha256="+sha, "-version="+version, "-command="+command, "secret", pluginName)
+}
+
+// mountPiwik enables the plugin at path (no slashes) in version, points it
+// at s and writes the "reporting" role with ttl=0.
+func (v *vaultServer) mountPiwik(t *testing.T, path, version string, s *standin) {
+	t.Helper()
+	v.vault(t, "secrets", "enable", "-path="+path, "-plugin-version="+version, pluginName)
+	v.configure(t, path, s)
+	v.vault(t, "write", path+"/roles/reporting", "ttl=0")
+}
+
+// configure writes path/config for stand-in s. The client secret goes in
+// on stdin, never in the command line.
+func (v *vaultServer) configure(t *testing.T, path string, s *standin) {
+	t.Helper()
+	body, err := json.Marshal(map[string]string{
+		"url":           s.url,
+		"client_id":     s.clientID,
+		"client_secret": s.clientSecret,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.vaultAs(t, v.token, string(body), "write", path+"/config", "-")
+}
+
+// mountInfo is the part of `vault secrets list -detailed` the tests read.
+type mountInfo struct {
+	Type                 string `json:"type"`
+	PluginVersion        string `json:"plugin_version"`
+	RunningPluginVersion string `json:"running_plugin_version"`
+}
+
+// mounts returns the secrets engines of v by path ("piwik/").
+func (v *vaultServer) mounts(t *testing.T) map[string]mountInfo {
+	t.Helper()
+	out := v.vault(t, "secrets", "list", "-detailed", "-format=json")
+	var m map[string]mountInfo
+	decode(t, "vault secrets list", out, &m)
+	return m
+}

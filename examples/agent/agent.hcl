@@ -1,0 +1,54 @@
+# Vault Agent for an application that calls the Piwik PRO API.
+#
+# The agent logs in with AppRole, reads piwik/creds/reporting, and writes the
+# access token to two files the application reads: the bare token, and an env
+# file (PIWIK_ACCESS_TOKEN=...) for systemd's EnvironmentFile= or `set -a; .`.
+# Piwik PRO tokens cannot be renewed, so before the lease runs out the agent
+# reads a new token and rewrites both files; the application should re-read
+# the file before each batch of API calls rather than once at start.
+#
+# The AppRole needs only the reporting-reader policy
+# (examples/policies/reporting-reader.hcl). No token sink is configured: the
+# agent's own Vault token stays in memory.
+#
+#   vault agent -config=/etc/vault-agent/piwik/agent.hcl
+#
+# VAULT_ADDR, when set, overrides the address below.
+
+vault {
+  address = "https://vault.example.com:8200"
+}
+
+auto_auth {
+  method "approle" {
+    mount_path = "auth/approle"
+    config = {
+      role_id_file_path                   = "/etc/vault-agent/piwik/role-id"
+      secret_id_file_path                 = "/etc/vault-agent/piwik/secret-id"
+      remove_secret_id_file_after_reading = false
+    }
+  }
+}
+
+template_config {
+  # Fetch the next token when about three quarters of the current one's
+  # lifetime has passed (for a 30-minute token: after about 22 minutes), so
+  # the application always holds a token with minutes left, not seconds.
+  lease_renewal_threshold = 0.75
+
+  # Stop (and let the service manager restart and alert) instead of serving
+  # an expiring token when Vault or Piwik PRO keeps failing.
+  exit_on_retry_failure = true
+}
+
+template {
+  source      = "/etc/vault-agent/piwik/piwik-token.ctmpl"
+  destination = "/run/vault-agent/piwik/token"
+  perms       = "0600"
+}
+
+template {
+  source      = "/etc/vault-agent/piwik/piwik.env.ctmpl"
+  destination = "/run/vault-agent/piwik/piwik.env"
+  perms       = "0600"
+}

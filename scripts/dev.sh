@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Starts a throwaway Vault dev server with this plugin mounted at piwik/,
+# configured against the local Piwik PRO stand-in (or a real account when
+# PIWIK_URL, PIWIK_CLIENT_ID and PIWIK_CLIENT_SECRET are all set), with one
+# role "reporting". Run by `make dev` after it built bin/; stop with
+# `make dev-stop`. Everything it writes lives in .dev/.
+#
+# Environment:
+#   VAULT_DEV_PORT  Vault's port on 127.0.0.1 (default 8200)
+#   STANDIN_PORT    the stand-in's port on 127.0.0.1 (default 8210)
+#   VERSION         the version the plugin was built with (default v0.1.0)
+#   PIWIK_URL, PIWIK_CLIENT_ID, PIWIK_CLIENT_SECRET
+#                   use this Piwik PRO account instead of the stand-in
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
+
+vault_port="${VAULT_DEV_PORT:-8200}"
+standin_port="${STANDIN_PORT:-8210}"
+version="${VERSION:-v0.1.0}"
+plugin_name="vault-plugin-secrets-piwik"
+vault_bin="$root/bin/vault"
+plugin_bin="$root/bin/$plugin_name"
+standin_bin="$root/bin/piwik-standin"
+
+for bin in "$vault_bin" "$plugin_bin"; do
+	[[ -x "$bin" ]] || die "$bin is missing: run 'make dev' (it builds bin/ first)"
+done
+
+use_standin=true
+if [[ -n "${PIWIK_URL:-}" && -n "${PIWIK_CLIENT_ID:-}" && -n "${PIWIK_CLIENT_SECRET:-}" ]]; then
+	use_standin=false
+elif [[ -n "${PIWIK_URL:-}${PIWIK_CLIENT_ID:-}${PIWIK_CLIENT_SECRET:-}" ]]; then
+	die "set all of PIWIK_URL, PIWIK_CLIENT_ID and PIWIK_CLIENT_SECRET to use a real account, or none to use the stand-in"
+fi
+if $use_standin; then
+	[[ -x "$standin_bin" ]] || die "$standin_bin is missing: run 'make dev' (it builds bin/ first)"
+fi
+
+# On failure, say how to clean up what did start.
+trap 'rc=$?; ((rc == 0)) || printf "what did start keeps running; stop it with: make dev-stop\n" >&2' EXIT
+
+step "stopping any previous dev run"
+"$root/scripts/dev-stop.sh"
+
+dev="$root/.dev"
+step "preparing $dev"
+rm -rf "$dev"
+mkdir -p "$dev/plugins" "$dev/home"
+chmod 700 "$dev"
+cp "$plugin_bin" "$dev/plugins/$plugin_name"
+chmod 755 "$dev/plugins/$plugin_name"
+
+root_token="$(random_string)"
+printf '%s\n' "$root_token" >"$dev/root-token"
+chmod 600 "$dev/root-token"
+
+export VAULT_ADDR="http://127.0.0.1:$vault_port"
+export VAULT_TOKEN="$root_token"
+# `vault status` exits 1 when nothing answers, 0 or 2 when a Vault does.
+rc=0
+"$vault_bin" status >/dev/null 2>&1 || rc=$?
+if ((rc != 1)); then
+	die "a Vault already answers at $VAULT_ADDR; stop it or pick another port with VAULT_DEV_PORT"
+fi
+
+step "starting Vault dev server on $VAULT_ADDR (log: $dev/vault.log)"
+# The root token goes in through the environment, not the command line.
+# The dev server saves it through the token helper in $HOME: keep it away
+# from the user's own ~/.vault-token.
+HOME="$dev/home" VAULT_DEV_ROOT_TOKEN_ID="$root_token" \
+	start_background "$dev/vault.pid" "$dev/vault.log" \
+	"$vault_bin" server -dev \
+	-dev-listen-address="127.0.0.1:$vault_port" \
+	-dev-plugin-dir="$dev/plugins"
+
+step "waiting for Vault to be unsealed"
+wait_until 30 "Vault did not come up; read $dev/vault.log" \
+	vault_ready "$vault_bin" "$dev/vault.pid"
+
+if $use_standin; then
+	piwik_client_id="dev-client"
+	piwik_client_secret="$(random_string)"
+	step "starting the Piwik PRO stand-in on 127.0.0.1:$standin_port (log: $dev/standin.log)"
+	PIWIK_STANDIN_CLIENT_SECRET="$piwik_client_secret" start_background "$dev/standin.pid" "$dev/standin.log" \
+		"$standin_bin" -listen "127.0.0.1:$standin_port" -client-id "$piwik_client_id" \
+		-addr-file "$dev/standin.addr"
+	wait_until 15 "the stand-in did not start; read $dev/standin.log" \
+		file_ready "$dev/standin.addr" "$dev/standin.pid"
+	piwik_url="$(cat "$dev/standin.addr")"
+else
+	piwik_url="$PIWIK_URL"
+	piwik_client_id="$PIWIK_CLIENT_ID"
+	piwik_client_secret="$PIWIK_CLIENT_SECRET"
+	step "using the Piwik PRO account at $piwik_url"
+fi
+
+logs="$dev/vault.log"
+if $use_standin; then
+	logs="$logs and $dev/standin.log"
+fi
+
+step "registering $plugin_name $version"
+sha="$(sha256sum "$dev/plugins/$plugin_name" | cut -d' ' -f1)"
+run_or_die "registering the plugin failed (does VERSION=$version match the build? read $dev/vault.log)" \
+	"$vault_bin" plugin register -sha256="$sha" -version="$version" secret "$plugin_name"
+
+step "enabling it at piwik/"
+run_or_die "enabling the plugin failed; read $dev/vault.log" \
+	"$vault_bin" secrets enable -path=piwik -plugin-version="$version" "$plugin_name"
+
+step "writing piwik/config (url=$piwik_url client_id=$piwik_client_id)"
+# The secret goes through stdin so that it never shows in a process list.
+printf '%s' "$piwik_client_secret" | run_or_die \
+	"writing piwik/config failed; read $logs" \
+	"$vault_bin" write piwik/config url="$piwik_url" client_id="$piwik_client_id" client_secret=-
+
+step "writing role piwik/roles/reporting"
+run_or_die "writing the role failed; read $dev/vault.log" \
+	"$vault_bin" write piwik/roles/reporting ttl=0
+
+step "vault read piwik/creds/reporting"
+run_or_die "reading creds failed; read $dev/vault.log" \
+	"$vault_bin" read piwik/creds/reporting
+
+cat <<EOF
+
+Vault dev server is running with the Piwik PRO plugin at piwik/.
+Point your shell at it:
+
+  export VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=\$(cat $dev/root-token)
+  export PATH="$root/bin:\$PATH"
+  vault read piwik/creds/reporting
+
+Logs: $logs
+Stop: make dev-stop
+EOF
