@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -178,7 +179,9 @@ var logFiles struct {
 func rememberLog(path string) {
 	logFiles.Lock()
 	defer logFiles.Unlock()
-	logFiles.paths = append(logFiles.paths, path)
+	if !slices.Contains(logFiles.paths, path) { // a restarted process reuses its log
+		logFiles.paths = append(logFiles.paths, path)
+	}
 }
 
 // scanLogs reports whether no log file holds a remembered secret. It names
