@@ -114,9 +114,15 @@ func (s *Server) controlFault(r *http.Request) error {
 		RetryAfter: req.RetryAfter,
 		Delay:      time.Duration(req.DelayMS) * time.Millisecond,
 	}
-	if req.Count > 0 {
+	switch {
+	case req.Count > 0:
 		s.FailNext(req.Count, f)
-	} else {
+	case f.Kind == FaultNone:
+		// {"kind":""} clears everything: the persistent fault and any
+		// counted ones still armed.
+		s.FailNext(0, Fault{})
+		s.SetFault(Fault{})
+	default:
 		s.SetFault(f)
 	}
 	return nil
