@@ -27,7 +27,7 @@ standin:
 vault: $(VAULT_BIN)
 
 $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
-	cd tools/vault && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(VAULT_BIN) .
+	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $(VAULT_BIN) .
 
 dev: build standin vault
 	VERSION=$(VERSION) scripts/dev.sh
