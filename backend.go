@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -48,6 +50,33 @@ type backend struct {
 	// tokens holds the tokens of roles with token_reuse.
 	tokens  *tokenCache
 	metrics *metrics
+
+	// maxTTL caches the mount's max lease TTL; see mountMaxTTL.
+	maxTTL atomic.Pointer[maxTTLReading]
+}
+
+// maxTTLReading is the mount's max lease TTL as read at a point in time.
+type maxTTLReading struct {
+	value time.Duration
+	at    time.Time
+}
+
+// maxTTLRefresh is how long a reading of the mount's max lease TTL is used.
+const maxTTLRefresh = 30 * time.Second
+
+// mountMaxTTL returns the mount's max lease TTL, read from Vault at most
+// every maxTTLRefresh. In an external plugin each System() call is a gRPC
+// round trip back to Vault, which measurably slowed every creds read. A
+// stale value after a tune is harmless: Vault caps every lease at the
+// mount's current max itself, and warns when it does.
+func (b *backend) mountMaxTTL() time.Duration {
+	now := time.Now()
+	if r := b.maxTTL.Load(); r != nil && now.Sub(r.at) < maxTTLRefresh {
+		return r.value
+	}
+	value := b.System().MaxLeaseTTL()
+	b.maxTTL.Store(&maxTTLReading{value: value, at: now})
+	return value
 }
 
 func newBackend() *backend {

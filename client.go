@@ -38,6 +38,9 @@ const (
 	// Vault nodes retrying at once do not hit Piwik PRO in lockstep.
 	retryBaseDelay = 250 * time.Millisecond
 	retryMaxDelay  = 4 * time.Second
+
+	// maxIdleConnsPerHost bounds the kept-alive connections to Piwik PRO.
+	maxIdleConnsPerHost = 32
 )
 
 // Credentials are one Piwik PRO API credential: the client id and secret of
@@ -96,6 +99,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("parse url: %w", err)
 	}
 	transport := cleanhttp.DefaultPooledTransport()
+	// The pooled default keeps GOMAXPROCS+1 idle connections per host; a
+	// burst of concurrent mints would then open (and TLS-handshake) new
+	// connections to the one Piwik PRO host over and over.
+	transport.MaxIdleConnsPerHost = maxIdleConnsPerHost
 	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if opts.CACert != "" {
 		pool := x509.NewCertPool()

@@ -74,7 +74,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, upstreamFailure(err)
 	}
 	now := time.Now()
-	ttl, warnings := leaseTTL(tok, now, role.TTL, b.System().MaxLeaseTTL())
+	ttl, warnings := leaseTTL(tok, now, role.TTL, b.mountMaxTTL())
 	if ttl < time.Second {
 		return nil, logical.CodedError(http.StatusBadGateway, "the token Piwik PRO issued expires in less than a second; check the clocks of Vault and Piwik PRO")
 	}

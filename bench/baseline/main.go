@@ -1,0 +1,124 @@
+// Command baseline is a minimal Vault secrets plugin built only for the load
+// benchmark (scripts/bench.sh). Reading creds/<name> returns the same leased
+// secret every time: no storage read, no upstream request, a Revoke that does
+// nothing. It measures the floor that any plugin handing out leased tokens
+// can reach on a given Vault: Vault's HTTP layer, its gRPC hop to the plugin
+// process and its lease bookkeeping, and nothing else.
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"os"
+	"strings"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/plugin"
+)
+
+// leaseTTL matches the lifetime of the stand-in's tokens, so that the
+// baseline's leases weigh on Vault as the piwik plugin's do.
+const leaseTTL = 1800 * time.Second
+
+// secretType is the lease type of the constant secret.
+const secretType = "baseline_token"
+
+// The constant secret mirrors the shape and size of what piwik/creds/<role>
+// returns for a stand-in token (a 660-byte JWT and the same fields), so that
+// the two differ only in the work behind them, not in what Vault encodes,
+// stores with the lease and sends.
+var (
+	constantToken = base64.RawURLEncoding.EncodeToString([]byte(`{"typ":"JWT","alg":"RS256"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"oauth","aud":"Client-Name-baseline","iat":1795812559,"exp":1795814359,"sub":"00000000-0000-0000-0000-000000000000","org":"default","eml":"baseline@example.com","jti":"00000000000000000000000000000000"}`)) + "." +
+		strings.Repeat("s", 342)
+	constantExpiry = time.Now().Add(leaseTTL).UTC().Format(time.RFC3339)
+)
+
+func main() {
+	meta := &api.PluginAPIClientMeta{}
+	if err := meta.FlagSet().Parse(os.Args[1:]); err != nil {
+		fatal(err)
+	}
+	err := plugin.ServeMultiplex(&plugin.ServeOpts{
+		BackendFactoryFunc: factory,
+		TLSProviderFunc:    api.VaultPluginTLSProvider(meta.GetTLSConfig()),
+	})
+	if err != nil {
+		fatal(err)
+	}
+}
+
+func fatal(err error) {
+	hclog.New(&hclog.LoggerOptions{}).Error("plugin shutting down", "error", err)
+	os.Exit(1)
+}
+
+// factory returns the backend; Vault calls it once per mount.
+func factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend()
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBackend() *framework.Backend {
+	b := &framework.Backend{
+		Help:           "A benchmark floor: creds/<name> returns a constant lease.",
+		BackendType:    logical.TypeLogical,
+		RunningVersion: "v0.1.0",
+	}
+	b.Secrets = []*framework.Secret{{
+		Type: secretType,
+		Fields: map[string]*framework.FieldSchema{
+			"access_token": {
+				Type:        framework.TypeString,
+				Description: "A constant token.",
+			},
+		},
+		Revoke: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+			return nil, nil
+		},
+	}}
+	b.Paths = []*framework.Path{{
+		Pattern: "creds/" + framework.GenericNameRegex("name"),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "baseline",
+			OperationSuffix: "credentials",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {
+				Type:        framework.TypeString,
+				Description: "Any name; every name returns the same secret.",
+				Required:    true,
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: func(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+					resp := b.Secret(secretType).Response(map[string]any{
+						"access_token": constantToken,
+						"token_type":   "Bearer",
+						"expires_at":   constantExpiry,
+						"sub":          "00000000-0000-0000-0000-000000000000",
+						"org":          "default",
+						"aud":          "Client-Name-baseline",
+					}, map[string]any{"role": d.Get("name"), "expires_at": constantExpiry})
+					resp.Secret.TTL = leaseTTL
+					resp.Secret.MaxTTL = leaseTTL
+					resp.Secret.Renewable = false
+					return resp, nil
+				},
+				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+				Summary:      "Return the constant leased secret.",
+			},
+		},
+		HelpSynopsis:    "Return a constant leased secret.",
+		HelpDescription: "Returns the same secret as a 30-minute, non-renewable lease on every read, without touching storage or the network.",
+	}}
+	return b
+}
