@@ -33,10 +33,8 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	v := env.vault
 	// A stand-in and mount of its own: its credentials change below, and
 	// its counters must match the mount's.
-	st := startStandin(t, testDir(t), "check-standin", t.Cleanup)
 	const mount = "piwik-check"
-	v.mountPiwik(t, mount, env.version, st)
-	t.Cleanup(func() { v.run(t, v.token, "", "secrets", "disable", mount) })
+	st := env.privateMount(t, mount)
 
 	analyst := map[string]string{"client_id": "check-analyst", "client_secret": randomString(t, 32)}
 	rememberSecret(t, "client secret of the check-analyst credential", analyst["client_secret"])

@@ -23,10 +23,8 @@ import (
 func TestFaultsThroughVault(t *testing.T) {
 	env := sharedDev(t)
 	v := env.vault
-	st := startStandin(t, testDir(t), "standin", t.Cleanup)
 	const mount = "piwik-faults"
-	v.mountPiwik(t, mount, env.version, st)
-	t.Cleanup(func() { v.vault(t, "secrets", "disable", mount) })
+	st := env.privateMount(t, mount)
 
 	// The client allows a hanging read more than twice the request_timeout
 	// the test sets, and less than the default one.

@@ -62,3 +62,15 @@ func (v *vaultServer) enableAudit(t *testing.T) {
 	v.vault(t, "audit", "enable", "file", "file_path="+path)
 	rememberLog(path)
 }
+
+// privateMount mounts the plugin at mount on the shared dev server, against
+// a stand-in of its own with a "reporting" role, for a test that changes
+// the stand-in's behaviour or reads its counters without disturbing other
+// tests. The mount is disabled when the test ends.
+func (env *devEnv) privateMount(t *testing.T, mount string) *standin {
+	t.Helper()
+	st := startStandin(t, testDir(t), mount+"-standin", t.Cleanup)
+	env.vault.mountPiwik(t, mount, env.version, st)
+	t.Cleanup(func() { env.vault.vault(t, "secrets", "disable", mount) })
+	return st
+}
