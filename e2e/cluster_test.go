@@ -100,25 +100,9 @@ func (n *raftNode) launch(t *testing.T) {
 		if fresh {
 			n.port = stablePortPair(t)
 		}
-		writeFile(t, n.config, fmt.Sprintf(`
-storage "raft" {
-  path                   = %q
-  node_id                = %q
-  performance_multiplier = 1
-}
-
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-
-api_addr         = "http://127.0.0.1:%d"
-cluster_addr     = "https://127.0.0.1:%d"
-plugin_directory = %q
-disable_mlock    = true
-log_level        = "debug"
-`, filepath.Join(n.dir, n.id+"-raft"), n.id, n.port, n.port+1, n.port, n.port+1, n.pluginDir))
+		storage := fmt.Sprintf("storage \"raft\" {\n  path = %q\n  node_id = %q\n  performance_multiplier = 1\n}\n",
+			filepath.Join(n.dir, n.id+"-raft"), n.id)
+		writeFile(t, n.config, serverConfig(storage, n.port, n.pluginDir))
 
 		logStart := fileSize(logPath)
 		p, err := startProcess("vault "+n.id, logPath, n.dir, []string{"HOME=" + filepath.Join(n.dir, "home")},

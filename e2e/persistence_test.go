@@ -22,22 +22,8 @@ func TestConfigAndRolesSurviveRestart(t *testing.T) {
 	start := func() {
 		t.Helper()
 		startWithRetry(t, v, t.Cleanup, func(port int) []string {
-			writeFile(t, configPath, fmt.Sprintf(`
-storage "file" {
-  path = %q
-}
-
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-
-api_addr         = "http://127.0.0.1:%d"
-cluster_addr     = "https://127.0.0.1:%d"
-plugin_directory = %q
-disable_mlock    = true
-`, filepath.Join(dir, "data"), port, port+1, port, port+1, v.pluginDir))
+			storage := fmt.Sprintf("storage \"file\" {\n  path = %q\n}\n", filepath.Join(dir, "data"))
+			writeFile(t, configPath, serverConfig(storage, port, v.pluginDir))
 			return []string{"server", "-log-level=debug", "-config=" + configPath}
 		}, []string{"HOME=" + home})
 	}

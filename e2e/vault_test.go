@@ -358,3 +358,21 @@ func (v *vaultServer) mounts(t *testing.T) map[string]mountInfo {
 	decode(t, "vault secrets list", out, &m)
 	return m
 }
+
+// serverConfig is the HCL of a non-dev server on loopback around storage,
+// its storage block: the API listens on port and the cluster on port+1.
+func serverConfig(storage string, port int, pluginDir string) string {
+	return storage + fmt.Sprintf(`
+listener "tcp" {
+  address         = "127.0.0.1:%d"
+  cluster_address = "127.0.0.1:%d"
+  tls_disable     = true
+}
+
+api_addr         = "http://127.0.0.1:%d"
+cluster_addr     = "https://127.0.0.1:%d"
+plugin_directory = %q
+disable_mlock    = true
+log_level        = "debug"
+`, port, port+1, port, port+1, pluginDir)
+}
