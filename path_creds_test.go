@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -205,29 +204,9 @@ func TestCreds_concurrentReadsAreSafe(t *testing.T) {
 	before := e.piwik.TokenRequests()
 
 	const readers = 1000
-	tokens := make([]string, readers)
-	errs := make(chan error, readers)
-	var wg sync.WaitGroup
-	for i := range readers {
-		wg.Go(func() {
-			resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
-				Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage,
-			})
-			if err != nil || resp.IsError() {
-				errs <- errors.New("creds read failed")
-				return
-			}
-			tokens[i] = resp.Data["access_token"].(string)
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
 	distinct := make(map[string]bool, readers)
-	for _, tok := range tokens {
-		distinct[tok] = true
+	for _, resp := range e.readCreds("r", readers) {
+		distinct[resp.Data["access_token"].(string)] = true
 	}
 	if len(distinct) != readers {
 		t.Errorf("%d distinct tokens for %d reads without token_reuse", len(distinct), readers)

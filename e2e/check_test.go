@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 )
@@ -43,9 +41,9 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	v.vaultAs(t, v.token, string(body), "write", mount+"/roles/analyst", "-")
 
 	hidden := []string{st.clientSecret, analyst["client_secret"]}
-	before := standinStats(t, st)
+	before := st.stats(t)
 	report := readCheck(t, v, mount, hidden)
-	if issued := standinStats(t, st).TokensIssued - before.TokensIssued; issued != 2 {
+	if issued := st.stats(t).TokensIssued - before.TokensIssued; issued != 2 {
 		t.Errorf("the check made Piwik PRO issue %d tokens, want 2 (config and analyst)", issued)
 	}
 	if !report.Data.OK || !report.Data.Config.OK {
@@ -83,7 +81,7 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 		} `json:"data"`
 	}
 	decode(t, "vault read "+mount+"/metrics", v.vault(t, "read", "-format=json", mount+"/metrics"), &metrics)
-	m, stats := metrics.Data, standinStats(t, st)
+	m, stats := metrics.Data, st.stats(t)
 	if m.TokensMinted == 0 || m.TokensMinted != stats.TokensIssued {
 		t.Errorf("metrics: tokens_minted = %d, want the %d tokens the mount's stand-in issued", m.TokensMinted, stats.TokensIssued)
 	}
@@ -133,28 +131,4 @@ func requireRoleResult(t *testing.T, report checkReport, role string, ok bool, s
 		t.Errorf("check: role %q is not ok but has no error", role)
 	}
 	return r
-}
-
-// standinCounters is the stand-in's GET /_standin/stats.
-type standinCounters struct {
-	TokenRequests int64 `json:"token_requests"`
-	TokensIssued  int64 `json:"tokens_issued"`
-}
-
-func standinStats(t *testing.T, s *standin) standinCounters {
-	t.Helper()
-	resp, err := httpClient.Get(s.url + "/_standin/stats")
-	if err != nil {
-		t.Fatalf("stand-in stats: %v", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("stand-in stats: %s", resp.Status)
-	}
-	var c standinCounters
-	if err := json.Unmarshal(data, &c); err != nil {
-		t.Fatalf("stand-in stats: %v", err)
-	}
-	return c
 }

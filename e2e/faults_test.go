@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -113,11 +111,11 @@ func TestFaultsThroughVault(t *testing.T) {
 			t.Cleanup(func() { st.control(t, "fault", map[string]any{"kind": ""}) })
 
 			leasesBefore := leaseCount(t, client, creds)
-			requestsBefore := st.tokenRequests(t)
+			requestsBefore := st.stats(t).TokenRequests
 			start := time.Now()
 			secret, err := client.Logical().Read(creds)
 			elapsed := time.Since(start)
-			requests := st.tokenRequests(t) - requestsBefore
+			requests := st.stats(t).TokenRequests - requestsBefore
 
 			if tc.wantStatus == 0 {
 				requireToken(t, st, secret, err)
@@ -202,25 +200,4 @@ func leaseCount(t *testing.T, client *api.Client, prefix string) int {
 	}
 	keys, _ := s.Data["keys"].([]any)
 	return len(keys)
-}
-
-// tokenRequests returns how many token requests the stand-in has served.
-func (s *standin) tokenRequests(t *testing.T) int64 {
-	t.Helper()
-	resp, err := httpClient.Get(s.url + "/_standin/stats")
-	if err != nil {
-		t.Fatalf("stand-in stats: %v", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	var stats struct {
-		TokenRequests int64 `json:"token_requests"`
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("stand-in stats: %s", resp.Status)
-	}
-	if err := json.Unmarshal(data, &stats); err != nil {
-		t.Fatalf("stand-in stats: %v", err)
-	}
-	return stats.TokenRequests
 }

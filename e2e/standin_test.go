@@ -170,3 +170,28 @@ func randomString(t *testing.T, n int) string {
 	}
 	return fmt.Sprintf("%.*s", n, base64.RawURLEncoding.EncodeToString(buf))
 }
+
+// standinCounters is the stand-in's GET /_standin/stats.
+type standinCounters struct {
+	TokenRequests int64 `json:"token_requests"`
+	TokensIssued  int64 `json:"tokens_issued"`
+}
+
+// stats reads the stand-in's counters.
+func (s *standin) stats(t *testing.T) standinCounters {
+	t.Helper()
+	resp, err := httpClient.Get(s.url + "/_standin/stats")
+	if err != nil {
+		t.Fatalf("stand-in stats: %v", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stand-in stats: %s", resp.Status)
+	}
+	var c standinCounters
+	if err := json.Unmarshal(data, &c); err != nil {
+		t.Fatalf("stand-in stats: %v", err)
+	}
+	return c
+}
