@@ -83,6 +83,15 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	return e
 }
 
+// newEnvWithRole is newEnv with a working config and one role.
+func newEnvWithRole(t testing.TB, role string, roleData map[string]any, opts ...envOption) *env {
+	t.Helper()
+	e := newEnv(t, opts...)
+	e.writeConfig(nil)
+	e.mustDo(logical.CreateOperation, "roles/"+role, roleData)
+	return e
+}
+
 // do sends one request to the backend, as Vault's router would.
 func (e *env) do(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
 	e.t.Helper()

@@ -15,9 +15,7 @@ import (
 // that the error names the field, and that storage is byte-for-byte what it
 // was before.
 func TestBadInput_refusedWithFieldAndNothingChanges(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "10m"})
+	e := newEnvWithRole(t, "r", map[string]any{"ttl": "10m"})
 	e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
 	before := e.snapshot()
 

@@ -12,9 +12,7 @@ import (
 // bookkeeping (make bench measures those against the real server).
 
 func benchmarkCredsRead(b *testing.B, roleData map[string]any) {
-	e := newEnv(b)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/r", roleData)
+	e := newEnvWithRole(b, "r", roleData)
 	req := func() *logical.Request {
 		return &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage}
 	}

@@ -10,9 +10,7 @@ import (
 )
 
 func TestCheck_reportsEachCredentialWithoutTokens(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	e := newEnvWithRole(t, "reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
 	e.mustDo(logical.CreateOperation, "roles/plain", nil)
 
 	resp := e.mustDo(logical.ReadOperation, "check", nil)

@@ -46,9 +46,7 @@ func TestCreds_leaseMatchesExpiresIn(t *testing.T) {
 }
 
 func TestCreds_dataNamesTheIdentity(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	e := newEnvWithRole(t, "r", nil)
 	resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
 
 	for field, want := range map[string]any{
@@ -70,9 +68,7 @@ func TestCreds_dataNamesTheIdentity(t *testing.T) {
 }
 
 func TestCreds_roleCredentialsOverrideConfig(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	e := newEnvWithRole(t, "reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
 	resp := e.mustDo(logical.ReadOperation, "creds/reporting", nil)
 	if got := resp.Data["sub"]; got != "7d3a2b10-reporting" {
 		t.Errorf("token acts for %v, want the role's user 7d3a2b10-reporting", got)
@@ -80,9 +76,7 @@ func TestCreds_roleCredentialsOverrideConfig(t *testing.T) {
 }
 
 func TestCreds_leaseFollowsShorterJWTExp(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	e := newEnvWithRole(t, "r", nil)
 	e.piwik.SetFault(standin.Fault{Kind: standin.FaultShortJWT})
 
 	resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
@@ -96,27 +90,21 @@ func TestCreds_leaseFollowsShorterJWTExp(t *testing.T) {
 
 func TestCreds_capsWithWarnings(t *testing.T) {
 	t.Run("role ttl", func(t *testing.T) {
-		e := newEnv(t)
-		e.writeConfig(nil)
-		e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "10m"})
+		e := newEnvWithRole(t, "r", map[string]any{"ttl": "10m"})
 		resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
 		if resp.Secret.TTL != 10*time.Minute || !containsWarning(resp, "role's ttl") {
 			t.Errorf("TTL = %s warnings = %v; want 10m and a role ttl warning", resp.Secret.TTL, resp.Warnings)
 		}
 	})
 	t.Run("mount max", func(t *testing.T) {
-		e := newEnv(t, withMountMaxTTL(5*time.Minute))
-		e.writeConfig(nil)
-		e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "10m"})
+		e := newEnvWithRole(t, "r", map[string]any{"ttl": "10m"}, withMountMaxTTL(5*time.Minute))
 		resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
 		if resp.Secret.TTL != 5*time.Minute || !containsWarning(resp, "max lease TTL") {
 			t.Errorf("TTL = %s warnings = %v; want 5m and a mount max warning", resp.Secret.TTL, resp.Warnings)
 		}
 	})
 	t.Run("cap longer than the token", func(t *testing.T) {
-		e := newEnv(t)
-		e.writeConfig(nil)
-		e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "2h"})
+		e := newEnvWithRole(t, "r", map[string]any{"ttl": "2h"})
 		resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
 		if resp.Secret.TTL != 30*time.Minute || len(resp.Warnings) != 0 {
 			t.Errorf("TTL = %s warnings = %v; want the token's 30m, no warning", resp.Secret.TTL, resp.Warnings)
@@ -198,9 +186,7 @@ func TestCreds_upstreamFailures(t *testing.T) {
 }
 
 func TestCreds_concurrentReadsAreSafe(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	e := newEnvWithRole(t, "r", nil)
 	before := e.piwik.TokenRequests()
 
 	const readers = 1000
@@ -217,9 +203,7 @@ func TestCreds_concurrentReadsAreSafe(t *testing.T) {
 }
 
 func TestCreds_revokeAlwaysSucceeds(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	e := newEnvWithRole(t, "r", nil)
 	resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
 
 	// Revoke works even when the config, the role and Piwik PRO are gone.

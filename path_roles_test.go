@@ -69,9 +69,7 @@ func TestRoles_credentialsNeedConfigToVerify(t *testing.T) {
 }
 
 func TestRoles_emptyCredentialsGoBackToConfig(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	e := newEnvWithRole(t, "r", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
 	e.mustDo(logical.UpdateOperation, "roles/r", map[string]any{"client_id": "", "client_secret": ""})
 	resp := e.mustDo(logical.ReadOperation, "roles/r", nil)
 	if resp.Data["own_credentials"] != false {

@@ -43,9 +43,7 @@ func (e *env) readCreds(role string, readers int) []*logical.Response {
 }
 
 func TestReuse_coldCacheMintsOnceForAThousandReaders(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true})
+	e := newEnvWithRole(t, "shared", map[string]any{"token_reuse": true})
 	// Hold the first mint until every reader has missed the cache, so the
 	// test proves coalescing rather than a fast first request.
 	e.piwik.FailNext(1, standin.Fault{Kind: standin.FaultSlow, Delay: 300 * time.Millisecond})
@@ -72,9 +70,7 @@ func TestReuse_coldCacheMintsOnceForAThousandReaders(t *testing.T) {
 }
 
 func TestReuse_offMintsPerRead(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/own", nil)
+	e := newEnvWithRole(t, "own", nil)
 	before := e.piwik.TokenRequests()
 	e.readCreds("own", 50)
 	if got := e.piwik.TokenRequests() - before; got != 50 {
@@ -140,9 +136,7 @@ func TestReuse_writesDropTheCachedToken(t *testing.T) {
 		{"invalidated by another node (config)", func(e *env) { e.b.invalidate(context.Background(), "config") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			e.writeConfig(nil)
-			e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true})
+			e := newEnvWithRole(t, "shared", map[string]any{"token_reuse": true})
 			first := e.mustDo(logical.ReadOperation, "creds/shared", nil).Data["access_token"]
 			if again := e.mustDo(logical.ReadOperation, "creds/shared", nil).Data["access_token"]; again != first {
 				t.Fatal("second read did not reuse the token")
@@ -156,9 +150,7 @@ func TestReuse_writesDropTheCachedToken(t *testing.T) {
 }
 
 func TestReuse_deletedRoleStopsServing(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(nil)
-	e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true})
+	e := newEnvWithRole(t, "shared", map[string]any{"token_reuse": true})
 	e.mustDo(logical.ReadOperation, "creds/shared", nil)
 	e.mustDo(logical.DeleteOperation, "roles/shared", nil)
 	if resp, _ := e.do(logical.ReadOperation, "creds/shared", nil); !resp.IsError() {
