@@ -74,11 +74,20 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, upstreamFailure(err)
 	}
 	now := time.Now()
-	ttl, warnings := leaseTTL(tok, now, role.TTL, b.mountMaxTTL())
+	mountMax := b.mountMaxTTL()
+	if role.Unleased {
+		mountMax = 0 // no lease for Vault to cap
+	}
+	ttl, warnings := leaseTTL(tok, now, role.TTL, mountMax)
 	if ttl < time.Second {
 		return nil, logical.CodedError(http.StatusBadGateway, "the token Piwik PRO issued expires in less than a second; check the clocks of Vault and Piwik PRO")
 	}
 
+	if role.Unleased {
+		data := credsData(tok)
+		data["ttl"] = int64(ttl.Seconds())
+		return &logical.Response{Data: data, Warnings: warnings}, nil
+	}
 	resp := b.Secret(secretTypeToken).Response(credsData(tok), map[string]any{
 		"role":       name,
 		"expires_at": tok.ExpiresAt.Format(time.RFC3339),
@@ -122,7 +131,7 @@ func leaseTTL(tok *Token, now time.Time, roleTTL, mountMax time.Duration) (time.
 	}
 	if roleTTL > 0 && roleTTL < ttl {
 		ttl = roleTTL
-		warnings = append(warnings, fmt.Sprintf("lease capped at the role's ttl of %s; the token itself is valid until %s", roleTTL, tok.ExpiresAt.Format(time.RFC3339)))
+		warnings = append(warnings, fmt.Sprintf("ttl capped at the role's ttl of %s; the token itself is valid until %s", roleTTL, tok.ExpiresAt.Format(time.RFC3339)))
 	}
 	if mountMax > 0 && mountMax < ttl {
 		ttl = mountMax

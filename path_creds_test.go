@@ -226,3 +226,48 @@ func containsWarning(resp *logical.Response, part string) bool {
 	}
 	return false
 }
+
+func TestCreds_unleasedRoleReturnsTokenWithoutLease(t *testing.T) {
+	e := newEnvWithRole(t, "shared", map[string]any{"leased": false, "token_reuse": true, "ttl": "10m"})
+	role := e.mustDo(logical.ReadOperation, "roles/shared", nil)
+	if role.Data["leased"] != false {
+		t.Fatalf("role read: leased = %v, want false", role.Data["leased"])
+	}
+
+	before := e.piwik.TokensIssued()
+	first := e.mustDo(logical.ReadOperation, "creds/shared", nil)
+	second := e.mustDo(logical.ReadOperation, "creds/shared", nil)
+	for _, resp := range []*logical.Response{first, second} {
+		if resp.Secret != nil {
+			t.Fatalf("unleased read returned a lease: %+v", resp.Secret)
+		}
+		if !e.piwik.TokenValid(resp.Data["access_token"].(string)) {
+			t.Errorf("access_token is not a live token of the stand-in")
+		}
+		ttl, ok := resp.Data["ttl"].(int64)
+		if !ok || ttl <= 0 || ttl > int64((10*time.Minute).Seconds()) {
+			t.Errorf("ttl = %#v, want whole seconds in (0, 600] (the role's ttl caps it)", resp.Data["ttl"])
+		}
+		for _, field := range []string{"token_type", "expires_at", "sub", "org", "aud"} {
+			if resp.Data[field] == nil {
+				t.Errorf("unleased read lacks %s", field)
+			}
+		}
+	}
+	if first.Data["access_token"] != second.Data["access_token"] {
+		t.Errorf("token_reuse with leased=false minted twice")
+	}
+	if n := e.piwik.TokensIssued() - before; n != 1 {
+		t.Errorf("Piwik PRO issued %d tokens for two reuse reads, want 1", n)
+	}
+}
+
+func TestCreds_leasedDefaultsToTrue(t *testing.T) {
+	e := newEnvWithRole(t, "r", nil)
+	if got := e.mustDo(logical.ReadOperation, "roles/r", nil).Data["leased"]; got != true {
+		t.Errorf("leased = %v on a role written without it, want true", got)
+	}
+	if resp := e.mustDo(logical.ReadOperation, "creds/r", nil); resp.Secret == nil || resp.Data["ttl"] != nil {
+		t.Errorf("default role: want a lease and no ttl field, got secret=%v ttl=%v", resp.Secret, resp.Data["ttl"])
+	}
+}

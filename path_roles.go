@@ -29,6 +29,10 @@ type piwikRole struct {
 	// least ReuseMinRemaining of its life is left (0: half its lifetime).
 	TokenReuse        bool          `json:"token_reuse"`
 	ReuseMinRemaining time.Duration `json:"reuse_min_remaining"`
+	// Unleased makes creds reads return the token without a lease. It is
+	// stored negated so that roles written before the field existed, and
+	// the zero value, keep the leased default.
+	Unleased bool `json:"unleased,omitempty"`
 }
 
 // hasCredentials reports whether the role uses its own Piwik PRO user.
@@ -109,6 +113,11 @@ func pathRoles(b *backend) []*framework.Path {
 					Type:        framework.TypeDurationSecond,
 					Description: "With token_reuse, hand out a cached token only while at least this much of its life is left. 0 means half its lifetime.",
 				},
+				"leased": {
+					Type:        framework.TypeBool,
+					Description: "Return each token as a lease (the default). With false, a read returns the token and its remaining ttl without a lease, so Vault stores nothing per read.",
+					Default:     true,
+				},
 			},
 			ExistenceCheck: b.roleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -167,6 +176,7 @@ var roleResponseFields = map[string]*framework.FieldSchema{
 	"own_credentials":     {Type: framework.TypeBool, Description: "Whether the role has its own Piwik PRO credential instead of the config's."},
 	"token_reuse":         {Type: framework.TypeBool, Description: "Whether readers share one cached token per node."},
 	"reuse_min_remaining": {Type: framework.TypeInt64, Description: "Least remaining life, in seconds, of a cached token that is handed out; 0 means half its lifetime."},
+	"leased":              {Type: framework.TypeBool, Description: "Whether reads return the token as a lease."},
 }
 
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
@@ -192,6 +202,7 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"own_credentials":     role.hasCredentials(),
 		"token_reuse":         role.TokenReuse,
 		"reuse_min_remaining": int64(role.ReuseMinRemaining.Seconds()),
+		"leased":              !role.Unleased,
 	}}, nil
 }
 
@@ -258,6 +269,9 @@ func (r *piwikRole) update(d *framework.FieldData) (credentialsChanged bool, err
 	}
 	if raw, ok := d.GetOk("token_reuse"); ok {
 		r.TokenReuse = raw.(bool)
+	}
+	if raw, ok := d.GetOk("leased"); ok {
+		r.Unleased = !raw.(bool)
 	}
 	if raw, ok := d.GetOk("reuse_min_remaining"); ok {
 		floor := time.Duration(raw.(int)) * time.Second
@@ -341,6 +355,9 @@ A role shapes the token a reader of creds/<name> gets:
   token_reuse          readers share one cached token per node
   reuse_min_remaining  a cached token is handed out only while this much of
                        its life is left (0: half of it)
+  leased               true (default): each read is a lease; false: the token
+                       and its remaining ttl without a lease, for many readers
+                       on raft storage, where every lease is a storage write
 
 Example:
 
