@@ -16,7 +16,7 @@ func TestRoles_crudListPatch(t *testing.T) {
 	e.mustDo(logical.CreateOperation, "roles/admin", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
 
 	resp := e.mustDo(logical.ReadOperation, "roles/reporting", nil)
-	want := map[string]any{"ttl": int64(600), "own_credentials": false, "token_reuse": false, "reuse_min_remaining": int64(0)}
+	want := map[string]any{"ttl": int64(600), "own_credentials": false, "token_reuse": false, "reuse_min_remaining": int64(0), "leased": true}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("role read = %#v, want %#v", resp.Data, want)
 	}
