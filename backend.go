@@ -5,6 +5,8 @@ package piwik
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/helper/useragent"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -19,6 +23,9 @@ import (
 // -ldflags "-X github.com/piwik-vault/vault-plugin-secrets-piwik.Version=v1.2.3";
 // Vault shows it as the mount's running plugin version.
 var Version = "v0.0.0-dev"
+
+// pluginName is the plugin's catalog name, also sent in the User-Agent.
+const pluginName = "vault-plugin-secrets-piwik"
 
 // operationPrefix leads every operation id in the OpenAPI document Vault
 // generates for this mount (piwik-read-credentials, ...).
@@ -39,13 +46,20 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 type backend struct {
 	*framework.Backend
 
-	// lock guards the caches below. gen counts invalidations, so that a
-	// storage read which raced a write is not cached afterwards.
-	lock   sync.RWMutex
-	gen    uint64
-	config *piwikConfig
-	client *Client
-	roles  map[string]*piwikRole
+	// configLock is held for writing across a config write's read, verify
+	// and store, and for reading across a role write's, so that a role's
+	// credentials are verified against, and bound to, the config that is
+	// stored when the role is. roleLocks serialize writes of one role.
+	// Both are per node: Vault forwards every write to the active node.
+	configLock sync.RWMutex
+	roleLocks  []*locksutil.LockEntry
+
+	// cacheLock guards the caches below. gen counts invalidations, so that
+	// a storage read which raced a write is not cached afterwards.
+	cacheLock sync.RWMutex
+	gen       uint64
+	acct      *account
+	roles     map[string]*piwikRole
 
 	// tokens holds the tokens of roles with token_reuse.
 	tokens  *tokenCache
@@ -53,6 +67,20 @@ type backend struct {
 
 	// maxTTL caches the mount's max lease TTL; see mountMaxTTL.
 	maxTTL atomic.Pointer[maxTTLReading]
+	// userAgent is computed once from the Vault version; see agent.
+	userAgent atomic.Pointer[string]
+
+	// writeFields are the fields of the writable paths, for screenInput.
+	configFields, roleFields map[string]*framework.FieldSchema
+}
+
+// account is the stored config with what is derived from it once per
+// load: the HTTP client, and the fingerprint of its CA trust.
+type account struct {
+	config *piwikConfig
+	client *client
+	// caSum identifies config.CACert ("" when the system roots are used).
+	caSum string
 }
 
 // maxTTLReading is the mount's max lease TTL as read at a point in time.
@@ -81,10 +109,14 @@ func (b *backend) mountMaxTTL() time.Duration {
 
 func newBackend() *backend {
 	b := &backend{
-		roles:   make(map[string]*piwikRole),
-		tokens:  newTokenCache(),
-		metrics: newMetrics(),
+		roleLocks: locksutil.CreateLocks(),
+		roles:     make(map[string]*piwikRole),
+		tokens:    newTokenCache(),
+		metrics:   newMetrics(),
 	}
+	configPaths, rolePaths := pathConfig(b), pathRoles(b)
+	b.configFields = configPaths[0].Fields
+	b.roleFields = rolePaths[len(rolePaths)-1].Fields
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
@@ -92,13 +124,14 @@ func newBackend() *backend {
 			SealWrapStorage: []string{configStoragePath, roleStoragePrefix},
 		},
 		Paths: framework.PathAppend(
-			pathConfig(b),
-			pathRoles(b),
+			configPaths,
+			rolePaths,
 			pathCreds(b),
 			pathCheck(b),
 			pathMetrics(b),
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
+		InitializeFunc: b.initialize,
 		Invalidate:     b.invalidate,
 		Clean:          b.clean,
 		RunningVersion: runningVersion(),
@@ -134,70 +167,70 @@ func (b *backend) clean(context.Context) {
 	b.resetConfig()
 }
 
-// resetConfig drops the cached config, its HTTP client and every cached
+// resetConfig drops the cached account, its HTTP client and every cached
 // token: all of them were derived from the old config.
 func (b *backend) resetConfig() {
-	b.lock.Lock()
-	defer b.lock.Unlock()
+	b.cacheLock.Lock()
+	defer b.cacheLock.Unlock()
 	b.gen++
-	if b.client != nil {
-		b.client.Close()
+	if b.acct != nil {
+		b.acct.client.close()
 	}
-	b.config, b.client = nil, nil
+	b.acct = nil
 	b.tokens.dropAll()
 }
 
 // resetRole drops one role's cached definition and token.
 func (b *backend) resetRole(name string) {
-	b.lock.Lock()
-	defer b.lock.Unlock()
+	b.cacheLock.Lock()
+	defer b.cacheLock.Unlock()
 	b.gen++
 	delete(b.roles, name)
 	b.tokens.drop(name)
 }
 
-// upstream returns the config and an HTTP client built from it, from the
-// cache when possible. Both are nil when no config has been written.
-func (b *backend) upstream(ctx context.Context, s logical.Storage) (*piwikConfig, *Client, error) {
-	b.lock.RLock()
-	cfg, client, gen := b.config, b.client, b.gen
-	b.lock.RUnlock()
-	if cfg != nil {
-		return cfg, client, nil
+// account returns the stored config and what is derived from it, from the
+// cache when possible; nil when no config has been written.
+func (b *backend) account(ctx context.Context, s logical.Storage) (*account, error) {
+	b.cacheLock.RLock()
+	acct, gen := b.acct, b.gen
+	b.cacheLock.RUnlock()
+	if acct != nil {
+		return acct, nil
 	}
 
 	cfg, err := getConfig(ctx, s)
 	if err != nil || cfg == nil {
-		return nil, nil, err
+		return nil, err
 	}
-	client, err = b.newClient(cfg)
+	acct, err = b.newAccount(ctx, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("build Piwik PRO client from stored config: %w", err)
+		return nil, fmt.Errorf("build Piwik PRO client from stored config: %w", err)
 	}
 
-	b.lock.Lock()
-	defer b.lock.Unlock()
+	b.cacheLock.Lock()
+	defer b.cacheLock.Unlock()
 	switch {
 	case b.gen != gen:
 		// Storage changed while we read it: use what we read for this
 		// request only.
-		defer client.Close()
-	case b.config != nil:
+		defer acct.client.close()
+	case b.acct != nil:
 		// Another request won the race; share its client.
-		client.Close()
-		return b.config, b.client, nil
+		acct.client.close()
+		return b.acct, nil
 	default:
-		b.config, b.client = cfg, client
+		b.acct = acct
 	}
-	return cfg, client, nil
+	return acct, nil
 }
 
 // role returns a role by name, from the cache when possible; nil when it
 // does not exist.
 func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*piwikRole, error) {
-	b.lock.RLock()
+	b.cacheLock.RLock()
 	role, gen := b.roles[name], b.gen
-	b.lock.RUnlock()
+	b.cacheLock.RUnlock()
 	if role != nil {
 		return role, nil
 	}
@@ -206,23 +239,96 @@ func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*pi
 	if err != nil || role == nil {
 		return nil, err
 	}
-	b.lock.Lock()
+	b.cacheLock.Lock()
 	if b.gen == gen {
 		b.roles[name] = role
 	}
-	b.lock.Unlock()
+	b.cacheLock.Unlock()
 	return role, nil
 }
 
-// newClient builds an upstream client for cfg whose requests are counted
-// in the metrics and logged at debug level, without secrets.
-func (b *backend) newClient(cfg *piwikConfig) (*Client, error) {
+// newAccount builds the client for cfg, whose requests are counted in the
+// metrics and logged at debug level, without secrets.
+func (b *backend) newAccount(ctx context.Context, cfg *piwikConfig) (*account, error) {
 	opts := cfg.clientOptions()
+	opts.UserAgent = b.agent(ctx)
 	opts.OnAttempt = b.observeAttempt
-	return NewClient(opts)
+	c, err := newClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &account{config: cfg, client: c, caSum: caFingerprint(cfg.CACert)}, nil
 }
 
-func (b *backend) observeAttempt(ctx context.Context, a Attempt) {
+// caFingerprint identifies a CA bundle; "" for none (the system roots).
+func caFingerprint(pem string) string {
+	if pem == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(pem))
+	return hex.EncodeToString(sum[:])
+}
+
+// credentialsFor returns the credentials a role mints with: its own, or
+// the config's. A role's own secret is only ever sent to the url (and
+// through the ca_cert trust) it was given for; after the config moved, the
+// role fails until its secret is written again.
+func (a *account) credentialsFor(name string, role *piwikRole) (credentials, error) {
+	if !role.hasCredentials() {
+		return a.config.credentials(), nil
+	}
+	if role.CredentialsURL != a.config.URL || role.CredentialsCA != a.caSum {
+		return credentials{}, &bindingError{role: name, givenFor: role.CredentialsURL, configURL: a.config.URL}
+	}
+	return role.credentials(), nil
+}
+
+// fingerprint identifies what a token minted with creds from this account
+// was minted with: where it was sent, through which CA trust, and the
+// credential itself. Tokens are cached under it.
+func (a *account) fingerprint(creds credentials) string {
+	h := sha256.New()
+	for _, part := range []string{a.config.URL, a.caSum, creds.ClientID, creds.ClientSecret} {
+		fmt.Fprintf(h, "%d:%s\x00", len(part), part)
+	}
+	return string(h.Sum(nil))
+}
+
+// agent returns the User-Agent sent to Piwik PRO, naming the Vault version
+// and this plugin's, as the SDK formats it for plugins.
+func (b *backend) agent(ctx context.Context) string {
+	if ua := b.userAgent.Load(); ua != nil {
+		return *ua
+	}
+	product := pluginName + "/" + runningVersion()
+	var ua string
+	if env, err := b.System().PluginEnv(ctx); err == nil && env != nil {
+		ua = useragent.PluginString(env, product)
+	}
+	if ua == "" {
+		ua = useragent.String(product)
+	}
+	b.userAgent.Store(&ua)
+	return ua
+}
+
+// mint asks Piwik PRO for a token for role (a name, or "(config)") with
+// creds, and logs a failure once at warn level: a Vault at the default log
+// level then records every failed mint, with what an operator needs to act
+// on it and nothing secret.
+func (b *backend) mint(ctx context.Context, acct *account, role string, creds credentials) (*token, error) {
+	tok, err := acct.client.mint(withRole(ctx, role), creds)
+	if err != nil {
+		args := []any{"role", role, "kind", failureKind(err), "error", err.Error()}
+		if upErr, ok := asUpstreamError(err); ok {
+			args = append(args, "status", upErr.Status, "attempts", upErr.Attempts)
+		}
+		b.Logger().Warn("Piwik PRO did not issue a token", args...)
+	}
+	return tok, err
+}
+
+func (b *backend) observeAttempt(ctx context.Context, a attempt) {
 	b.metrics.attempt(a)
 	if logger := b.Logger(); logger.IsDebug() {
 		args := []any{"role", roleFromContext(ctx), "status", a.Status, "latency", a.Latency, "retry", a.Retry}

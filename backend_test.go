@@ -1,6 +1,7 @@
 package piwik
 
 import (
+	"errors"
 	"bufio"
 	"bytes"
 	"context"
@@ -220,6 +221,21 @@ func (e *env) assertNoSecret(what, s string) {
 
 func (e *env) assertNoSecretsLogged() {
 	e.assertNoSecret("backend log", e.logs.String())
+}
+
+// statusOf is the HTTP status Vault would answer a request with, and the
+// error text: a coded error's code, 400 for an error response, else 200.
+func statusOf(resp *logical.Response, err error) (int, string) {
+	var coded logical.HTTPCodedError
+	switch {
+	case errors.As(err, &coded):
+		return coded.Code(), err.Error()
+	case err != nil:
+		return http.StatusInternalServerError, err.Error()
+	case resp.IsError():
+		return http.StatusBadRequest, errorText(resp)
+	}
+	return http.StatusOK, ""
 }
 
 // errorText is the error a response carries, or "".

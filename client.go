@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -30,8 +29,9 @@ const (
 	// about 1.5 KiB; anything near this size is not a token reply.
 	maxReplyBytes = 64 << 10
 
-	// excerptLen bounds how much of an unexpected reply ends up in an error.
-	excerptLen = 120
+	// maxHeaderBytes caps the reply's headers, which net/http would
+	// otherwise read up to 1 MiB of.
+	maxHeaderBytes = 64 << 10
 
 	// Backoff between retried attempts: base doubles per attempt up to cap,
 	// and each wait is drawn uniformly from [wait/2, wait] (jitter), so many
@@ -39,21 +39,26 @@ const (
 	retryBaseDelay = 250 * time.Millisecond
 	retryMaxDelay  = 4 * time.Second
 
+	// maxTimedAttempts is how many attempts request_timeout is divided
+	// between: with retries on, one attempt that hangs leaves time for the
+	// next one instead of eating the whole budget.
+	maxTimedAttempts = 3
+
 	// maxIdleConnsPerHost bounds the kept-alive connections to Piwik PRO.
 	maxIdleConnsPerHost = 32
 )
 
-// Credentials are one Piwik PRO API credential: the client id and secret of
+// credentials are one Piwik PRO API credential: the client id and secret of
 // the Piwik PRO user whose permissions the tokens carry.
-type Credentials struct {
+type credentials struct {
 	ClientID     string
 	ClientSecret string
 }
 
-// ClientOptions configure a Client.
-type ClientOptions struct {
-	// BaseURL is the account URL, already validated and normalised (no
-	// trailing slash).
+// clientOptions configure a client.
+type clientOptions struct {
+	// BaseURL is the account URL, already validated and normalised (ASCII
+	// host, no trailing slash).
 	BaseURL string
 	// Timeout bounds a whole token request, retries included.
 	Timeout time.Duration
@@ -64,36 +69,39 @@ type ClientOptions struct {
 	// UserAgent is sent with every request.
 	UserAgent string
 	// OnAttempt, when set, is called after every HTTP request, retries
-	// included, with the ctx given to Token.
-	OnAttempt func(context.Context, Attempt)
+	// included, with the ctx given to mint.
+	OnAttempt func(context.Context, attempt)
 }
 
-// Attempt describes one HTTP request to the token endpoint.
-type Attempt struct {
+// attempt describes one HTTP request to the token endpoint.
+type attempt struct {
 	// Retry is 0 for the first request, then 1, 2, ...
 	Retry int
 	// Status is the reply's HTTP status, 0 when none arrived.
 	Status  int
 	Latency time.Duration
-	// Err is nil on success, else what went wrong (an *UpstreamError for
-	// every failure the network or Piwik PRO caused).
+	// Err is nil on success, else what went wrong, already scrubbed of
+	// the secret (an *upstreamError for every failure the network or
+	// Piwik PRO caused).
 	Err error
 }
 
-// Client requests tokens from Piwik PRO's auth API. It knows nothing of
-// Vault and is safe for concurrent use.
-type Client struct {
-	tokenURL   string
-	host       string
-	timeout    time.Duration
-	maxRetries int
-	userAgent  string
-	onAttempt  func(context.Context, Attempt)
-	http       *http.Client
+// client requests tokens from Piwik PRO's auth API. It knows nothing of
+// Vault and is safe for concurrent use. It sends a credential only to
+// tokenURL: redirects are refused, not followed.
+type client struct {
+	tokenURL       string
+	host           string
+	timeout        time.Duration
+	attemptTimeout time.Duration
+	maxRetries     int
+	userAgent      string
+	onAttempt      func(context.Context, attempt)
+	http           *http.Client
 }
 
-// NewClient builds a Client with its own pooled transport.
-func NewClient(opts ClientOptions) (*Client, error) {
+// newClient builds a client with its own pooled transport.
+func newClient(opts clientOptions) (*client, error) {
 	u, err := url.Parse(opts.BaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse url: %w", err)
@@ -103,6 +111,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	// burst of concurrent mints would then open (and TLS-handshake) new
 	// connections to the one Piwik PRO host over and over.
 	transport.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	transport.MaxResponseHeaderBytes = maxHeaderBytes
 	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if opts.CACert != "" {
 		pool := x509.NewCertPool()
@@ -111,30 +120,38 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		}
 		transport.TLSClientConfig.RootCAs = pool
 	}
-	return &Client{
-		tokenURL:   opts.BaseURL + tokenPath,
-		host:       u.Host,
-		timeout:    opts.Timeout,
-		maxRetries: opts.MaxRetries,
-		userAgent:  opts.UserAgent,
-		onAttempt:  opts.OnAttempt,
-		// The context carries the deadline; the client timeout is only a
-		// backstop should a caller ever pass a context without one.
-		http: &http.Client{Transport: transport, Timeout: opts.Timeout + time.Second},
+	return &client{
+		tokenURL:       opts.BaseURL + tokenPath,
+		host:           u.Host,
+		timeout:        opts.Timeout,
+		attemptTimeout: opts.Timeout / time.Duration(min(opts.MaxRetries+1, maxTimedAttempts)),
+		maxRetries:     opts.MaxRetries,
+		userAgent:      opts.UserAgent,
+		onAttempt:      opts.OnAttempt,
+		http: &http.Client{
+			Transport: transport,
+			// The secret is in the body: a 307/308 would re-send it to
+			// wherever Location points, a 301/302/303 would fetch a
+			// "token" from there. The 3xx itself is the answer.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			// The contexts carry the deadlines; this is only a backstop.
+			Timeout: opts.Timeout + time.Second,
+		},
 	}, nil
 }
 
-// Close releases idle connections.
-func (c *Client) Close() {
+// close releases idle connections.
+func (c *client) close() {
 	c.http.CloseIdleConnections()
 }
 
-// Token asks Piwik PRO for a new access token for creds. Transient failures
-// (connection errors, 429, 502, 503, 504) are retried with jittered
-// exponential backoff, all within the client's timeout and ctx. The returned
-// error is an *UpstreamError for every failure Piwik PRO or the network
-// caused.
-func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {
+// mint asks Piwik PRO for a new access token for creds. Transient failures
+// (no connection, a hung attempt, 429, 5xx but 501) are retried with
+// jittered exponential backoff, all within the client's timeout and ctx;
+// each attempt has its own share of the timeout. The returned error is an
+// *upstreamError for every failure Piwik PRO or the network caused, and
+// holds no trace of the secret.
+func (c *client) mint(ctx context.Context, creds credentials) (*token, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -146,43 +163,47 @@ func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode token request: %w", err)
 	}
+	red := newRedactor(creds.ClientSecret)
 
-	for attempt := 0; ; attempt++ {
-		tok, err := c.observedTokenOnce(ctx, attempt, body, creds.ClientSecret)
+	for n := 0; ; n++ {
+		tok, err := c.observedAttempt(ctx, n, body, red)
 		if err == nil {
 			return tok, nil
 		}
-		upErr := new(UpstreamError)
-		if !errors.As(err, &upErr) || !upErr.transient() || attempt >= c.maxRetries {
-			return nil, withAttempts(err, attempt+1)
+		upErr := new(upstreamError)
+		if !errors.As(err, &upErr) || !upErr.transient() || n >= c.maxRetries || ctx.Err() != nil {
+			return nil, withAttempts(err, n+1)
 		}
-		wait := backoff(attempt)
+		wait := backoff(n)
 		if upErr.RetryAfter > 0 {
 			wait = upErr.RetryAfter
 		}
 		if !fitsBudget(ctx, wait) {
-			return nil, withAttempts(err, attempt+1)
+			return nil, withAttempts(err, n+1)
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
-			return nil, withAttempts(c.contextError(ctx), attempt+1)
+			return nil, withAttempts(c.contextError(ctx), n+1)
 		}
 	}
 }
 
-// observedTokenOnce is tokenOnce, reported to the OnAttempt hook.
-func (c *Client) observedTokenOnce(ctx context.Context, retry int, body []byte, secret string) (*Token, error) {
+// observedAttempt is one attempt, reported to the OnAttempt hook.
+func (c *client) observedAttempt(ctx context.Context, retry int, body []byte, red redactor) (*token, error) {
 	start := time.Now()
-	tok, status, err := c.tokenOnce(ctx, body, secret)
+	tok, status, err := c.attempt(ctx, body, red)
 	if c.onAttempt != nil {
-		c.onAttempt(ctx, Attempt{Retry: retry, Status: status, Latency: time.Since(start), Err: err})
+		c.onAttempt(ctx, attempt{Retry: retry, Status: status, Latency: time.Since(start), Err: err})
 	}
 	return tok, err
 }
 
-// tokenOnce makes one token request and returns the token, or the status
-// of the reply (0 when none arrived) and what was wrong with it.
-func (c *Client) tokenOnce(ctx context.Context, body []byte, secret string) (*Token, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, bytes.NewReader(body))
+// attempt makes one token request within its share of the timeout and
+// returns the token, or the status of the reply (0 when none arrived) and
+// what was wrong with it.
+func (c *client) attempt(ctx context.Context, body []byte, red redactor) (*token, int, error) {
+	attemptCtx, cancel := context.WithTimeout(ctx, c.attemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(attemptCtx, http.MethodPost, c.tokenURL, bytes.NewReader(body))
 	if err != nil {
 		return nil, 0, fmt.Errorf("build token request: %w", err)
 	}
@@ -190,46 +211,52 @@ func (c *Client) tokenOnce(ctx context.Context, body []byte, secret string) (*To
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
 
+	sent := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, 0, c.transportError(ctx, err)
+		return nil, 0, c.transportError(ctx, attemptCtx, err, red)
 	}
 	defer resp.Body.Close()
 
 	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes+1))
 	if err != nil {
-		return nil, resp.StatusCode, c.transportError(ctx, err)
+		return nil, resp.StatusCode, c.transportError(ctx, attemptCtx, err, red)
 	}
 	if len(reply) > maxReplyBytes {
-		return nil, resp.StatusCode, &UpstreamError{Kind: KindBadReply, Status: resp.StatusCode,
+		return nil, resp.StatusCode, &upstreamError{Kind: kindBadReply, Status: resp.StatusCode,
 			Detail: fmt.Sprintf("reply is larger than %d KiB", maxReplyBytes>>10)}
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, resp.StatusCode, statusError(resp, reply, secret)
+		return nil, resp.StatusCode, statusError(resp, reply, red)
 	}
-	tok, err := parseTokenReply(resp.Header.Get("Content-Type"), reply, time.Now())
+	tok, err := parseTokenReply(resp.Header.Get("Content-Type"), reply, sent, time.Now(), red)
 	return tok, resp.StatusCode, err
 }
 
 // transportError classifies a failure to get a complete reply at all.
-func (c *Client) transportError(ctx context.Context, err error) error {
+// Errors net/http returns can quote what the server sent, so their text
+// goes through the redactor too.
+func (c *client) transportError(ctx, attemptCtx context.Context, err error, red redactor) error {
 	if ctx.Err() != nil {
 		return c.contextError(ctx)
 	}
 	var netErr net.Error
-	if errors.As(err, &netErr) && netErr.Timeout() {
-		return &UpstreamError{Kind: KindTimeout, Detail: fmt.Sprintf("no complete reply from %s within request_timeout %s", c.host, c.timeout)}
+	if attemptCtx.Err() != nil || errors.As(err, &netErr) && netErr.Timeout() {
+		return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("no complete reply from %s within %s (request_timeout %s)", c.host, c.attemptTimeout, c.timeout)}
 	}
 	if isTLSError(err) {
-		return &UpstreamError{Kind: KindTLS, Detail: fmt.Sprintf("TLS with %s failed: %s", c.host, rootCause(err))}
+		return &upstreamError{Kind: kindTLS, Detail: fmt.Sprintf("TLS with %s failed: %s", c.host, red.text(rootCause(err)))}
 	}
-	return &UpstreamError{Kind: KindUnreachable, Detail: fmt.Sprintf("cannot reach %s: %s", c.host, rootCause(err))}
+	if strings.Contains(err.Error(), "server response headers exceeded") {
+		return &upstreamError{Kind: kindBadReply, Detail: fmt.Sprintf("reply headers are larger than %d KiB", maxHeaderBytes>>10)}
+	}
+	return &upstreamError{Kind: kindUnreachable, Detail: fmt.Sprintf("cannot reach %s: %s", c.host, red.text(rootCause(err)))}
 }
 
 // contextError explains why ctx ended: our own timeout or the caller.
-func (c *Client) contextError(ctx context.Context) error {
+func (c *client) contextError(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &UpstreamError{Kind: KindTimeout, Detail: fmt.Sprintf("no complete reply from %s within request_timeout %s", c.host, c.timeout)}
+		return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("no token from %s within request_timeout %s", c.host, c.timeout)}
 	}
 	return fmt.Errorf("token request to %s canceled: %w", c.host, ctx.Err())
 }
@@ -259,38 +286,57 @@ func rootCause(err error) string {
 	return err.Error()
 }
 
-// statusError turns a non-200 reply into an UpstreamError.
-func statusError(resp *http.Response, reply []byte, secret string) error {
-	e := &UpstreamError{Status: resp.StatusCode}
+// statusError turns a non-200 reply into an upstreamError. Every piece of
+// the reply it quotes goes through red.
+func statusError(resp *http.Response, reply []byte, red redactor) error {
+	e := &upstreamError{Status: resp.StatusCode}
 	var oauth struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 		Message     string `json:"message"`
 	}
 	_ = json.Unmarshal(reply, &oauth)
+	contentType := resp.Header.Get("Content-Type")
 	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		e.Kind = kindRedirect
+		e.Detail = redirectTarget(resp.Header.Get("Location"), red)
 	case resp.StatusCode == http.StatusTooManyRequests:
-		e.Kind = KindRateLimited
+		e.Kind = kindRateLimited
 		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	case resp.StatusCode == http.StatusPaymentRequired:
-		e.Kind = KindNoLicense
-		e.Detail = excerpt(oauth.Message, secret)
-	case oauth.Error == "invalid_client":
-		e.Kind = KindCredentials
-	case resp.StatusCode == http.StatusUnauthorized:
-		e.Kind = KindCredentials
+		e.Kind = kindNoLicense
+		e.Detail = red.text(oauth.Message)
+	case oauth.Error == "invalid_client", resp.StatusCode == http.StatusUnauthorized:
+		e.Kind = kindCredentials
 	case resp.StatusCode >= 500:
-		e.Kind = KindServer
-		e.Detail = describeBody(resp.Header.Get("Content-Type"), reply, secret)
+		e.Kind = kindServer
+		e.Detail = red.describeBody(contentType, reply)
 	default:
-		e.Kind = KindUnexpected
+		e.Kind = kindUnexpected
 		if oauth.Error != "" {
-			e.Detail = excerpt(oauth.Error+": "+firstNonEmpty(oauth.Description, oauth.Message), secret)
+			e.Detail = red.text(oauth.Error + ": " + firstNonEmpty(oauth.Description, oauth.Message))
 		} else {
-			e.Detail = describeBody(resp.Header.Get("Content-Type"), reply, secret)
+			e.Detail = red.describeBody(contentType, reply)
 		}
 	}
 	return e
+}
+
+// redirectTarget names where a redirect pointed: its host only, since the
+// path and query are where a hostile server would echo a secret.
+func redirectTarget(location string, red redactor) string {
+	if location == "" {
+		return "without a Location"
+	}
+	u, err := url.Parse(location)
+	if err != nil {
+		return "to an unparseable Location"
+	}
+	if u.Host == "" {
+		return "to a path on the same host"
+	}
+	return fmt.Sprintf("to host %q", red.text(u.Host))
 }
 
 // parseRetryAfter reads a Retry-After header in either of its forms
@@ -307,49 +353,9 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		return time.Duration(min(secs, 86400)) * time.Second
 	}
 	if at, err := http.ParseTime(v); err == nil && at.After(now) {
-		return at.Sub(now)
+		return min(at.Sub(now), 24*time.Hour)
 	}
 	return 0
-}
-
-// describeBody summarises a reply body for an error message: a short,
-// printable excerpt of JSON or text, and never the markup of an HTML page.
-func describeBody(contentType string, body []byte, secret string) string {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return "empty body"
-	}
-	if looksLikeHTML(contentType, body) {
-		return fmt.Sprintf("an HTML page (%d bytes), not JSON", len(body))
-	}
-	return fmt.Sprintf("body %q", excerpt(string(body), secret))
-}
-
-// looksLikeHTML reports whether a reply is an HTML page, by its declared
-// type or by its first byte.
-func looksLikeHTML(contentType string, body []byte) bool {
-	mediaType, _, _ := mime.ParseMediaType(contentType)
-	if mediaType == "text/html" || mediaType == "application/xhtml+xml" {
-		return true
-	}
-	return bytes.HasPrefix(bytes.TrimSpace(body), []byte("<"))
-}
-
-// excerpt shortens s to excerptLen runes, keeps only printable characters
-// and removes secret should the upstream have echoed it.
-func excerpt(s, secret string) string {
-	if secret != "" {
-		s = strings.ReplaceAll(s, secret, "[redacted]")
-	}
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if r := []rune(s); len(r) > excerptLen {
-		s = string(r[:excerptLen]) + "…"
-	}
-	return s
 }
 
 func firstNonEmpty(values ...string) string {
@@ -388,9 +394,9 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// withAttempts records on an UpstreamError how many requests were made.
+// withAttempts records on an upstreamError how many requests were made.
 func withAttempts(err error, attempts int) error {
-	var upErr *UpstreamError
+	var upErr *upstreamError
 	if errors.As(err, &upErr) {
 		upErr.Attempts = attempts
 	}

@@ -1,31 +1,34 @@
 package piwik
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 )
 
-// ErrorKind names one way a token request can fail. The kinds are what an
+// errorKind names one way a token request can fail. The kinds are what an
 // operator needs to tell apart: each one has a different fix.
-type ErrorKind string
+type errorKind string
 
 const (
-	KindUnreachable ErrorKind = "unreachable"   // DNS, connection refused or reset
-	KindTLS         ErrorKind = "tls"           // certificate or handshake failure
-	KindTimeout     ErrorKind = "timeout"       // no complete reply within request_timeout
-	KindCredentials ErrorKind = "credentials"   // invalid_client: wrong or deleted credentials
-	KindNoLicense   ErrorKind = "no_license"    // 402: the organisation has no active licence
-	KindRateLimited ErrorKind = "rate_limited"  // 429
-	KindServer      ErrorKind = "server_error"  // 5xx
-	KindUnexpected  ErrorKind = "unexpected"    // any other status
-	KindBadReply    ErrorKind = "invalid_reply" // 200 that is not a usable token reply
+	kindUnreachable errorKind = "unreachable"   // DNS, connection refused or reset
+	kindTLS         errorKind = "tls"           // certificate or handshake failure
+	kindTimeout     errorKind = "timeout"       // no complete reply in time
+	kindRedirect    errorKind = "redirect"      // a 3xx, never followed
+	kindCredentials errorKind = "credentials"   // invalid_client: wrong or deleted credentials
+	kindNoLicense   errorKind = "no_license"    // 402: the organisation has no active licence
+	kindRateLimited errorKind = "rate_limited"  // 429
+	kindServer      errorKind = "server_error"  // 5xx
+	kindUnexpected  errorKind = "unexpected"    // any other status
+	kindBadReply    errorKind = "invalid_reply" // a reply that is not a usable token reply
 )
 
-// UpstreamError is a failed token request. Its message never contains the
-// client secret, the token, or more than a short excerpt of a reply.
-type UpstreamError struct {
-	Kind ErrorKind
+// upstreamError is a failed token request. Its message never contains the
+// client secret, the token, or more than a short, scrubbed excerpt of a
+// reply: every upstream string in it went through a redactor.
+type upstreamError struct {
+	Kind errorKind
 	// Status is the HTTP status of the last reply, 0 when there was none.
 	Status int
 	// Detail is a short, safe description of what came back.
@@ -36,7 +39,7 @@ type UpstreamError struct {
 	Attempts int
 }
 
-func (e *UpstreamError) Error() string {
+func (e *upstreamError) Error() string {
 	msg := e.message()
 	if e.Attempts > 1 {
 		msg += fmt.Sprintf(" (after %d attempts)", e.Attempts)
@@ -44,42 +47,77 @@ func (e *UpstreamError) Error() string {
 	return msg
 }
 
-func (e *UpstreamError) message() string {
+func (e *upstreamError) message() string {
 	switch e.Kind {
-	case KindUnreachable:
+	case kindUnreachable:
 		return "Piwik PRO is unreachable: " + e.Detail
-	case KindTLS:
+	case kindTLS:
 		return e.Detail + " (check the url and ca_cert)"
-	case KindTimeout:
+	case kindTimeout:
 		return "Piwik PRO timed out: " + e.Detail
-	case KindCredentials:
+	case kindRedirect:
+		return fmt.Sprintf("Piwik PRO answered HTTP %d %s, a redirect %s; redirects are never followed, so that the client secret goes only to the configured url: check the url", e.Status, http.StatusText(e.Status), e.Detail)
+	case kindCredentials:
 		return fmt.Sprintf("Piwik PRO rejected the client credentials (HTTP %d, invalid_client): check client_id and client_secret, and that the API credential still exists", e.Status)
-	case KindNoLicense:
+	case kindNoLicense:
 		return fmt.Sprintf("Piwik PRO reports no active license for the organization (HTTP 402): %s", e.Detail)
-	case KindRateLimited:
+	case kindRateLimited:
 		if e.RetryAfter > 0 {
 			return fmt.Sprintf("Piwik PRO rate limited the token request (HTTP 429): try again after %s", e.RetryAfter)
 		}
 		return "Piwik PRO rate limited the token request (HTTP 429): try again later"
-	case KindServer:
+	case kindServer:
 		return fmt.Sprintf("Piwik PRO failed with HTTP %d %s: %s", e.Status, http.StatusText(e.Status), e.Detail)
-	case KindBadReply:
+	case kindBadReply:
 		return "Piwik PRO sent an unusable token reply: " + e.Detail
 	default:
 		return fmt.Sprintf("unexpected reply from Piwik PRO: HTTP %d %s: %s", e.Status, http.StatusText(e.Status), e.Detail)
 	}
 }
 
-// transient reports whether trying again may succeed.
-func (e *UpstreamError) transient() bool {
+// transient reports whether trying again may succeed. Minting a token has
+// no side effects, so every failure that may be passing is retried: no
+// connection, a hung attempt, 429 and 5xx except 501 Not Implemented.
+func (e *upstreamError) transient() bool {
 	switch e.Kind {
-	case KindUnreachable, KindRateLimited:
+	case kindUnreachable, kindTimeout, kindRateLimited:
 		return true
-	case KindServer:
-		switch e.Status {
-		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			return true
-		}
+	case kindServer:
+		return e.Status != http.StatusNotImplemented
 	}
 	return false
+}
+
+// failureStatus is the one mapping from a failed token request to the HTTP
+// status Vault answers with, on every path: 429 when Piwik PRO rate limited
+// us (the message says when to retry), 504 when it did not answer in time,
+// 502 for anything else Piwik PRO or the network did. The caller's own bad
+// input is a 400 and never comes through here.
+func failureStatus(err error) int {
+	upErr, ok := asUpstreamError(err)
+	if !ok {
+		return http.StatusInternalServerError
+	}
+	switch upErr.Kind {
+	case kindRateLimited:
+		return http.StatusTooManyRequests
+	case kindTimeout:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// rejectedCredentials reports whether Piwik PRO refused the credentials
+// themselves (wrong, deleted, or of an unlicensed organization), as
+// opposed to failing to answer.
+func rejectedCredentials(err error) bool {
+	upErr, ok := asUpstreamError(err)
+	return ok && (upErr.Kind == kindCredentials || upErr.Kind == kindNoLicense)
+}
+
+// asUpstreamError returns err as an *upstreamError when it is one.
+func asUpstreamError(err error) (*upstreamError, bool) {
+	var upErr *upstreamError
+	ok := errors.As(err, &upErr)
+	return upErr, ok
 }

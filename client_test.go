@@ -14,27 +14,27 @@ import (
 )
 
 // newTestClient returns a Client for a stand-in served by httptest.
-func newTestClient(t *testing.T, timeout time.Duration, retries int) (*Client, *standin.Server) {
+func newTestClient(t *testing.T, timeout time.Duration, retries int) (*client, *standin.Server) {
 	t.Helper()
 	piwik := standin.New(standin.Options{Credentials: []standin.Credential{{ClientID: testClientID, ClientSecret: testClientSecret}}})
 	server := httptest.NewServer(piwik)
 	t.Cleanup(server.Close)
-	client, err := NewClient(ClientOptions{BaseURL: server.URL, Timeout: timeout, MaxRetries: retries, UserAgent: "test"})
+	client, err := newClient(clientOptions{BaseURL: server.URL, Timeout: timeout, MaxRetries: retries, UserAgent: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(client.Close)
+	t.Cleanup(client.close)
 	return client, piwik
 }
 
-var testCreds = Credentials{ClientID: testClientID, ClientSecret: testClientSecret}
+var testCreds = credentials{ClientID: testClientID, ClientSecret: testClientSecret}
 
 func TestClient_retriesTransientFailures(t *testing.T) {
-	for _, kind := range []standin.FaultKind{standin.FaultBadGateway, standin.FaultUnavailable, standin.FaultGatewayTimeout, standin.FaultCloseConnection, standin.FaultRateLimit} {
+	for _, kind := range []standin.FaultKind{standin.FaultServerError, standin.FaultBadGateway, standin.FaultUnavailable, standin.FaultGatewayTimeout, standin.FaultCloseConnection, standin.FaultRateLimit} {
 		t.Run(string(kind), func(t *testing.T) {
 			client, piwik := newTestClient(t, 10*time.Second, 3)
 			piwik.FailNext(2, standin.Fault{Kind: kind, RetryAfter: 1})
-			if _, err := client.Token(t.Context(), testCreds); err != nil {
+			if _, err := client.mint(t.Context(), testCreds); err != nil {
 				t.Fatalf("Token after two transient failures: %v", err)
 			}
 			if got := piwik.TokenRequests(); got != 3 {
@@ -47,8 +47,8 @@ func TestClient_retriesTransientFailures(t *testing.T) {
 func TestClient_givesUpAfterMaxRetries(t *testing.T) {
 	client, piwik := newTestClient(t, 10*time.Second, 2)
 	piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
-	_, err := client.Token(t.Context(), testCreds)
-	var upErr *UpstreamError
+	_, err := client.mint(t.Context(), testCreds)
+	var upErr *upstreamError
 	if !errors.As(err, &upErr) || upErr.Status != http.StatusServiceUnavailable || upErr.Attempts != 3 {
 		t.Fatalf("err = %v, want a 503 after 3 attempts", err)
 	}
@@ -58,11 +58,11 @@ func TestClient_givesUpAfterMaxRetries(t *testing.T) {
 }
 
 func TestClient_neverRetriesClientErrors(t *testing.T) {
-	for _, kind := range []standin.FaultKind{standin.FaultNoLicense, standin.FaultServerError, standin.FaultHTML, standin.FaultExpiredJWT} {
+	for _, kind := range []standin.FaultKind{standin.FaultNoLicense, standin.FaultNotImplemented, standin.FaultHTML, standin.FaultExpiredJWT, standin.FaultRedirect, standin.FaultBadJWT} {
 		t.Run(string(kind), func(t *testing.T) {
 			client, piwik := newTestClient(t, 10*time.Second, 3)
 			piwik.SetFault(standin.Fault{Kind: kind})
-			if _, err := client.Token(t.Context(), testCreds); err == nil {
+			if _, err := client.mint(t.Context(), testCreds); err == nil {
 				t.Fatal("Token succeeded")
 			}
 			if got := piwik.TokenRequests(); got != 1 {
@@ -71,7 +71,7 @@ func TestClient_neverRetriesClientErrors(t *testing.T) {
 		})
 	}
 	client, piwik := newTestClient(t, 10*time.Second, 3)
-	if _, err := client.Token(t.Context(), Credentials{ClientID: testClientID, ClientSecret: "wrong"}); err == nil || piwik.TokenRequests() != 1 {
+	if _, err := client.mint(t.Context(), credentials{ClientID: testClientID, ClientSecret: "wrong"}); err == nil || piwik.TokenRequests() != 1 {
 		t.Errorf("rejected credentials: err=%v requests=%d, want an error after 1 request", err, piwik.TokenRequests())
 	}
 }
@@ -79,7 +79,7 @@ func TestClient_neverRetriesClientErrors(t *testing.T) {
 func TestClient_retryAfterBeyondBudgetSaysWhen(t *testing.T) {
 	client, piwik := newTestClient(t, 2*time.Second, 3)
 	piwik.SetFault(standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 30})
-	_, err := client.Token(t.Context(), testCreds)
+	_, err := client.mint(t.Context(), testCreds)
 	if err == nil || !strings.Contains(err.Error(), "try again after 30s") {
 		t.Fatalf("err = %v, want it to say to try again after 30s", err)
 	}
@@ -92,9 +92,9 @@ func TestClient_retriesStayWithinTimeout(t *testing.T) {
 	client, piwik := newTestClient(t, time.Second, 10)
 	piwik.SetFault(standin.Fault{Kind: standin.FaultHang})
 	start := time.Now()
-	_, err := client.Token(t.Context(), testCreds)
-	var upErr *UpstreamError
-	if !errors.As(err, &upErr) || upErr.Kind != KindTimeout {
+	_, err := client.mint(t.Context(), testCreds)
+	var upErr *upstreamError
+	if !errors.As(err, &upErr) || upErr.Kind != kindTimeout {
 		t.Fatalf("err = %v, want a timeout", err)
 	}
 	// Not a timing assertion on speed: a retry loop that ignored the budget
@@ -114,7 +114,7 @@ func TestClient_callerCancellationStopsRetries(t *testing.T) {
 		}
 		cancel()
 	}()
-	_, err := client.Token(ctx, testCreds)
+	_, err := client.mint(ctx, testCreds)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -128,11 +128,11 @@ func TestClient_sendsJSONClientCredentials(t *testing.T) {
 		http.Error(w, "no", http.StatusTeapot)
 	}))
 	t.Cleanup(server.Close)
-	client, err := NewClient(ClientOptions{BaseURL: server.URL, Timeout: time.Second, UserAgent: "vault-plugin-secrets-piwik/v9"})
+	client, err := newClient(clientOptions{BaseURL: server.URL, Timeout: time.Second, UserAgent: "vault-plugin-secrets-piwik/v9"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _ = client.Token(t.Context(), testCreds)
+	_, _ = client.mint(t.Context(), testCreds)
 	if gotType.Load() != "application/json" || gotUA.Load() != "vault-plugin-secrets-piwik/v9" {
 		t.Errorf("Content-Type %v, User-Agent %v", gotType.Load(), gotUA.Load())
 	}
@@ -155,9 +155,9 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
-func TestExcerpt_redactsAndBounds(t *testing.T) {
-	got := excerpt("bad secret s3cr3t\n"+strings.Repeat("x", 500), "s3cr3t")
+func TestRedactorText_redactsAndBounds(t *testing.T) {
+	got := newRedactor("s3cr3t").text("bad secret s3cr3t\n" + strings.Repeat("x", 500))
 	if strings.Contains(got, "s3cr3t") || strings.Contains(got, "\n") || len([]rune(got)) > excerptLen+1 {
-		t.Errorf("excerpt = %q", got)
+		t.Errorf("text = %q", got)
 	}
 }

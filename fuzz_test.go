@@ -1,6 +1,7 @@
 package piwik
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -11,7 +12,7 @@ import (
 // `go test`; `make fuzz` explores beyond it.
 
 // FuzzParseTokenReply: whatever a token endpoint sends, parsing returns a
-// usable token or an UpstreamError, never panics, and never lets a token
+// usable token or an upstreamError, never panics, and never lets a token
 // through that is already expired or has a non-positive lifetime.
 func FuzzParseTokenReply(f *testing.F) {
 	f.Add("application/json", reply("Bearer", 1800, testJWT(map[string]any{"exp": testNow.Unix() + 1800})))
@@ -20,10 +21,10 @@ func FuzzParseTokenReply(f *testing.F) {
 	f.Add("", `{"token_type":"Bearer","expires_in":-1,"access_token":"x"}`)
 	f.Add("application/json", `{"token_type":"Bearer","expires_in":1800.7,"access_token":"x.eyJleHAiOjF9.y"}`)
 	f.Fuzz(func(t *testing.T, contentType, body string) {
-		tok, err := parseTokenReply(contentType, []byte(body), testNow)
+		tok, err := parseTokenReply(contentType, []byte(body), testNow, testNow, redactor{})
 		if err != nil {
-			if _, ok := err.(*UpstreamError); !ok {
-				t.Fatalf("error of type %T, want *UpstreamError", err)
+			if _, ok := err.(*upstreamError); !ok {
+				t.Fatalf("error of type %T, want *upstreamError", err)
 			}
 			return
 		}
@@ -66,12 +67,16 @@ func FuzzConfigUpdate(f *testing.F) {
 		if d.Validate() != nil {
 			return
 		}
+		checkBinding(t, schema, d.Raw)
 		cfg := defaultConfig()
-		if err := cfg.update(d, true); err != nil {
+		if err := cfg.update(d, nil); err != nil {
 			return
 		}
 		if _, err := normalizeURL(cfg.URL); err != nil {
 			t.Fatalf("stored url %q does not validate again: %v", cfg.URL, err)
+		}
+		if strings.ContainsFunc(cfg.URL, func(r rune) bool { return r > 0x7e }) {
+			t.Fatalf("stored url %q is not ASCII", cfg.URL)
 		}
 		if strings.HasSuffix(cfg.URL, "/") {
 			t.Fatalf("stored url %q keeps a trailing slash", cfg.URL)
@@ -85,10 +90,27 @@ func FuzzConfigUpdate(f *testing.F) {
 		if cfg.MaxRetries < 0 || cfg.MaxRetries > maxMaxRetries {
 			t.Fatalf("stored max_retries %d", cfg.MaxRetries)
 		}
-		if _, err := NewClient(cfg.clientOptions()); err != nil {
+		if _, err := newClient(cfg.clientOptions()); err != nil {
 			t.Fatalf("stored a config no client can be built from: %v", err)
 		}
 	})
+}
+
+// checkBinding: a write over a stored config that keeps the stored secret
+// (no client_secret given) never changes where the secret goes.
+func checkBinding(t *testing.T, schema map[string]*framework.FieldSchema, raw map[string]any) {
+	t.Helper()
+	stored := defaultConfig()
+	stored.URL, stored.ClientID, stored.ClientSecret = "https://acme.piwik.pro", "id", "stored-secret"
+	withoutSecret := maps.Clone(raw)
+	delete(withoutSecret, "client_secret")
+	cfg := *stored
+	if err := cfg.update(&framework.FieldData{Schema: schema, Raw: withoutSecret}, stored); err != nil {
+		return
+	}
+	if cfg.URL != stored.URL || cfg.CACert != stored.CACert || cfg.ClientID != stored.ClientID {
+		t.Fatalf("without a new secret, the stored one would go to %q (ca changed: %v, client_id %q)", cfg.URL, cfg.CACert != "", cfg.ClientID)
+	}
 }
 
 // FuzzRoleUpdate: a role that passes validation has sane durations and

@@ -20,17 +20,17 @@ type metrics struct {
 	tokensMinted     uint64
 	reuseHits        uint64
 	upstreamRequests uint64
-	failures         map[ErrorKind]uint64
+	failures         map[errorKind]uint64
 	latencies        []time.Duration // ring buffer of the last latencyWindow
 	next             int
 }
 
 func newMetrics() *metrics {
-	return &metrics{started: time.Now(), failures: make(map[ErrorKind]uint64)}
+	return &metrics{started: time.Now(), failures: make(map[errorKind]uint64)}
 }
 
 // attempt records one upstream request.
-func (m *metrics) attempt(a Attempt) {
+func (m *metrics) attempt(a attempt) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.upstreamRequests++
@@ -56,8 +56,8 @@ func (m *metrics) reuseHit() {
 
 // failureKind names what went wrong; errors that are not the upstream's
 // (the caller gave up) count as "canceled".
-func failureKind(err error) ErrorKind {
-	var upErr *UpstreamError
+func failureKind(err error) errorKind {
+	var upErr *upstreamError
 	if errors.As(err, &upErr) {
 		return upErr.Kind
 	}

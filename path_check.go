@@ -2,6 +2,7 @@ package piwik
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 
@@ -45,15 +46,31 @@ func pathCheck(b *backend) []*framework.Path {
 	}}
 }
 
-// checkResult is the outcome of minting one token, without the token.
+// checkResult is the outcome of checking one credential, without the
+// token.
 type checkResult struct {
 	err error
+}
+
+// status is the HTTP status the failure maps to; 200 when there was none.
+func (r checkResult) status() int {
+	var binding *bindingError
+	switch {
+	case r.err == nil:
+		return http.StatusOK
+	case errors.As(r.err, &binding):
+		return http.StatusConflict
+	case isCorrupt(r.err):
+		return http.StatusInternalServerError
+	}
+	return failureStatus(r.err)
 }
 
 func (r checkResult) render(extra map[string]any) map[string]any {
 	out := map[string]any{"ok": r.err == nil}
 	if r.err != nil {
 		out["error"] = r.err.Error()
+		out["status"] = r.status()
 	}
 	for k, v := range extra {
 		out[k] = v
@@ -62,71 +79,108 @@ func (r checkResult) render(extra map[string]any) map[string]any {
 }
 
 func (b *backend) pathCheckRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	cfg, client, err := b.upstream(ctx, req.Storage)
+	acct, err := b.account(ctx, req.Storage)
 	if err != nil {
-		return nil, err
+		return nil, storageFailure(err)
 	}
-	if cfg == nil {
+	if acct == nil {
 		return logical.ErrorResponse("Piwik PRO is not configured: write piwik/config first"), nil
 	}
 	names, err := req.Storage.List(ctx, roleStoragePrefix)
 	if err != nil {
 		return nil, err
 	}
-	roles := make(map[string]*piwikRole, len(names))
-	for _, name := range names {
-		if role, err := b.role(ctx, req.Storage, name); err != nil {
-			return nil, err
-		} else if role != nil {
-			roles[name] = role
-		}
-	}
 
-	configResult, roleResults := b.runChecks(ctx, cfg, client, roles)
-	allOK := configResult.err == nil
-	rendered := make(map[string]any, len(roles))
-	for name, role := range roles {
-		source := "config"
-		result := configResult
-		if role.hasCredentials() {
-			source, result = "role", roleResults[name]
+	configResult, roleResults := b.runChecks(ctx, req.Storage, acct, names)
+	failures := map[int]bool{}
+	note := func(r checkResult) {
+		if r.err != nil {
+			failures[r.status()] = true
 		}
-		allOK = allOK && result.err == nil
-		rendered[name] = result.render(map[string]any{"credentials": source})
 	}
-	return &logical.Response{Data: map[string]any{
-		"ok":     allOK,
+	note(configResult)
+	rendered := make(map[string]any, len(roleResults))
+	for name, result := range roleResults {
+		note(result.checkResult)
+		rendered[name] = result.render(map[string]any{"credentials": result.source})
+	}
+	resp := &logical.Response{Data: map[string]any{
+		"ok":     len(failures) == 0,
 		"config": configResult.render(nil),
 		"roles":  rendered,
-	}}, nil
+	}}
+	if len(failures) == 0 {
+		return resp, nil
+	}
+	// A probe that only looks at the status must see the failure: every
+	// failure's own status when they agree, else 502.
+	status := http.StatusBadGateway
+	if len(failures) == 1 {
+		for s := range failures {
+			status = s
+		}
+	}
+	return logical.RespondWithStatusCode(resp, req, status)
+}
+
+// roleCheck is one role's result and whose credentials it used.
+type roleCheck struct {
+	checkResult
+	source string // "role" or "config"
 }
 
 // runChecks mints one token with the config's credentials and one with
 // each role's own credentials, a few at a time, and throws the tokens away.
-func (b *backend) runChecks(ctx context.Context, cfg *piwikConfig, client *Client, roles map[string]*piwikRole) (checkResult, map[string]checkResult) {
+// A role that does not decode, or whose secret was given for another url,
+// is reported as failed without any request; the others are still checked.
+func (b *backend) runChecks(ctx context.Context, s logical.Storage, acct *account, names []string) (checkResult, map[string]roleCheck) {
 	var (
 		mu           sync.Mutex
 		configResult checkResult
-		roleResults  = make(map[string]checkResult)
+		roleResults  = make(map[string]roleCheck, len(names))
+		configRoles  []string // roles that use the config's credentials
 		group        errgroup.Group
 	)
+	record := func(name string, r roleCheck) {
+		mu.Lock()
+		defer mu.Unlock()
+		roleResults[name] = r
+	}
 	group.SetLimit(checkParallelism)
-	check := func(ctx context.Context, creds Credentials, record func(checkResult)) {
+	group.Go(func() error {
+		_, err := b.mint(ctx, acct, "(config)", acct.config.credentials())
+		mu.Lock()
+		defer mu.Unlock()
+		configResult = checkResult{err: err}
+		return nil
+	})
+	for _, name := range names {
+		role, err := b.role(ctx, s, name)
+		switch {
+		case err != nil:
+			record(name, roleCheck{checkResult{err}, "role"})
+			continue
+		case role == nil: // deleted meanwhile
+			continue
+		case !role.hasCredentials():
+			configRoles = append(configRoles, name)
+			continue
+		}
+		creds, err := acct.credentialsFor(name, role)
+		if err != nil {
+			record(name, roleCheck{checkResult{err}, "role"})
+			continue
+		}
 		group.Go(func() error {
-			_, err := client.Token(ctx, creds)
-			mu.Lock()
-			defer mu.Unlock()
-			record(checkResult{err: err})
+			_, err := b.mint(ctx, acct, name, creds)
+			record(name, roleCheck{checkResult{err}, "role"})
 			return nil
 		})
 	}
-	check(withRole(ctx, "(config)"), cfg.credentials(), func(r checkResult) { configResult = r })
-	for name, role := range roles {
-		if role.hasCredentials() {
-			check(withRole(ctx, name), role.credentials(cfg), func(r checkResult) { roleResults[name] = r })
-		}
-	}
 	_ = group.Wait() // the goroutines record their errors, they never return one
+	for _, name := range configRoles {
+		roleResults[name] = roleCheck{configResult, "config"}
+	}
 	return configResult, roleResults
 }
 
@@ -136,6 +190,10 @@ const pathCheckHelpDesc = `
 Mints one token with the config's credentials and one with each role's own
 credentials, and reports for each whether Piwik PRO issued it, or the error
 it gave. The tokens are discarded, never returned. Roles without their own
-credentials report the config's result. Use it after rotating a credential
-in Piwik PRO, or from monitoring.
+credentials report the config's result; a role whose stored entry does not
+decode, or whose secret was given for another url, is reported without a
+request. When anything fails the answer is not a 200 but the failures'
+status (429, 502, 504, 409 or 500; 502 when they differ), with the same
+report in the body, so that a probe which only looks at the status sees it.
+Use it after rotating a credential in Piwik PRO, or from monitoring.
 `

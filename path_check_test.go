@@ -1,6 +1,8 @@
 package piwik
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -28,17 +30,42 @@ func TestCheck_reportsEachCredentialWithoutTokens(t *testing.T) {
 		t.Errorf("check response contains something JWT-shaped")
 	}
 
-	// The role's credential is deleted in Piwik PRO: the check says which.
+	// The role's credential is deleted in Piwik PRO: the check says which,
+	// with a status a probe sees.
 	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
-	resp = e.mustDo(logical.ReadOperation, "check", nil)
-	roles = resp.Data["roles"].(map[string]any)
+	status, report := e.check()
+	roles = report["roles"].(map[string]any)
 	failed := roles["reporting"].(map[string]any)
-	if resp.Data["ok"] != false || failed["ok"] != false || !strings.Contains(failed["error"].(string), "invalid_client") {
-		t.Errorf("check after the credential changed = %v", resp.Data)
+	if status != http.StatusBadGateway || report["ok"] != false || failed["ok"] != false || !strings.Contains(failed["error"].(string), "invalid_client") {
+		t.Errorf("check after the credential changed = %d %v", status, report)
 	}
 	if roles["plain"].(map[string]any)["ok"] != true {
 		t.Errorf("a role on the config's credentials failed: %v", roles["plain"])
 	}
+}
+
+// check reads piwik/check and returns its HTTP status and report, from a
+// plain response (200) or the raw one Vault sends for another status.
+func (e *env) check() (int, map[string]any) {
+	e.t.Helper()
+	resp, err := e.do(logical.ReadOperation, "check", nil)
+	if err != nil || resp == nil {
+		e.t.Fatalf("check: err=%v resp=%v", err, resp)
+	}
+	raw, isRaw := resp.Data[logical.HTTPRawBody].(string)
+	if !isRaw {
+		if resp.IsError() {
+			e.t.Fatalf("check: %v", resp.Error())
+		}
+		return http.StatusOK, resp.Data
+	}
+	var body struct {
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(raw), &body); err != nil {
+		e.t.Fatalf("check: raw body is not a Vault response: %v", err)
+	}
+	return resp.Data[logical.HTTPStatusCode].(int), body.Data
 }
 
 func TestMetrics_countRequestsAndFailures(t *testing.T) {

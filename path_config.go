@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"golang.org/x/net/idna"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -46,17 +47,16 @@ func defaultConfig() *piwikConfig {
 	}
 }
 
-func (c *piwikConfig) credentials() Credentials {
-	return Credentials{ClientID: c.ClientID, ClientSecret: c.ClientSecret}
+func (c *piwikConfig) credentials() credentials {
+	return credentials{ClientID: c.ClientID, ClientSecret: c.ClientSecret}
 }
 
-func (c *piwikConfig) clientOptions() ClientOptions {
-	return ClientOptions{
+func (c *piwikConfig) clientOptions() clientOptions {
+	return clientOptions{
 		BaseURL:    c.URL,
 		Timeout:    c.RequestTimeout,
 		MaxRetries: c.MaxRetries,
 		CACert:     c.CACert,
-		UserAgent:  fmt.Sprintf("vault-plugin-secrets-piwik/%s", runningVersion()),
 	}
 }
 
@@ -76,15 +76,14 @@ func pathConfig(b *backend) []*framework.Path {
 			},
 			"client_id": {
 				Type:        framework.TypeString,
-				Description: "Client ID of the Piwik PRO API credential. Write-only.",
+				Description: "Client ID of the Piwik PRO API credential. Returned on read: it is an identifier; the secret is what grants access.",
 				DisplayAttrs: &framework.DisplayAttributes{
-					Name:      "Client ID",
-					Sensitive: true,
+					Name: "Client ID",
 				},
 			},
 			"client_secret": {
 				Type:        framework.TypeString,
-				Description: "Client secret of the Piwik PRO API credential. Write-only: never returned.",
+				Description: "Client secret of the Piwik PRO API credential. Write-only: never returned. Required again whenever url, ca_cert or client_id changes: the secret is only ever sent to the url it was given for.",
 				DisplayAttrs: &framework.DisplayAttributes{
 					Name:      "Client secret",
 					Sensitive: true,
@@ -92,7 +91,7 @@ func pathConfig(b *backend) []*framework.Path {
 			},
 			"request_timeout": {
 				Type:        framework.TypeDurationSecond,
-				Description: "How long one token request to Piwik PRO may take, retries included.",
+				Description: "How long one token request to Piwik PRO may take, retries included. With retries, each attempt gets a share of it (a half with max_retries=1, a third with more), so that one hung attempt leaves time for the next.",
 				Default:     int(defaultRequestTimeout.Seconds()),
 			},
 			"ca_cert": {
@@ -106,7 +105,7 @@ func pathConfig(b *backend) []*framework.Path {
 			},
 			"max_retries": {
 				Type:        framework.TypeInt,
-				Description: "How many times a transient upstream failure (connection error, 429, 502, 503, 504) is retried. 0 disables retries.",
+				Description: "How many times a transient upstream failure (no connection, a hung attempt, 429, or 5xx other than 501) is retried. 0 disables retries.",
 				Default:     defaultMaxRetries,
 			},
 		},
@@ -118,7 +117,7 @@ func pathConfig(b *backend) []*framework.Path {
 					OperationVerb:   "read",
 					OperationSuffix: "configuration",
 				},
-				Summary: "Read the connection to Piwik PRO, without credentials.",
+				Summary: "Read the connection to Piwik PRO, without the client secret.",
 				Responses: map[int][]framework.Response{
 					http.StatusOK: {{Description: "OK", Fields: configResponseFields}},
 				},
@@ -166,6 +165,7 @@ func pathConfig(b *backend) []*framework.Path {
 // configResponseFields documents what a config read returns.
 var configResponseFields = map[string]*framework.FieldSchema{
 	"url":                {Type: framework.TypeString, Description: "Base URL of the Piwik PRO account."},
+	"client_id":          {Type: framework.TypeString, Description: "Client ID of the Piwik PRO API credential."},
 	"request_timeout":    {Type: framework.TypeInt64, Description: "Budget of one token request in seconds, retries included."},
 	"ca_cert":            {Type: framework.TypeString, Description: "PEM bundle trusted for the url, if set."},
 	"verify_credentials": {Type: framework.TypeBool, Description: "Whether new credentials are checked by minting a token before they are stored."},
@@ -189,6 +189,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 	}
 	return &logical.Response{Data: map[string]any{
 		"url":                cfg.URL,
+		"client_id":          cfg.ClientID,
 		"request_timeout":    int64(cfg.RequestTimeout.Seconds()),
 		"ca_cert":            cfg.CACert,
 		"verify_credentials": cfg.VerifyCredentials,
@@ -200,11 +201,18 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := rejectUnknownFields(d); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	// Read, verify and store under one lock: two writers at once must not
+	// each verify their own change and then store it over the other's.
+	b.configLock.Lock()
+	defer b.configLock.Unlock()
+
 	stored, err := getConfig(ctx, req.Storage)
-	if err != nil {
+	switch {
+	case isCorrupt(err) && req.Operation != logical.PatchOperation:
+		stored = nil // a full write replaces what does not decode
+	case err != nil:
 		return nil, err
-	}
-	if stored == nil && req.Operation == logical.PatchOperation {
+	case stored == nil && req.Operation == logical.PatchOperation:
 		return nil, logical.CodedError(http.StatusNotFound, "no config to patch: write piwik/config first")
 	}
 
@@ -213,17 +221,17 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		copied := *stored
 		cfg = &copied
 	}
-	if err := cfg.update(d, stored == nil); err != nil {
+	if err := cfg.update(d, stored); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	client, err := b.newClient(cfg)
+	acct, err := b.newAccount(ctx, cfg)
 	if err != nil {
 		return logical.ErrorResponse("ca_cert: " + err.Error()), nil
 	}
-	defer client.Close()
+	defer acct.client.close()
 	if cfg.VerifyCredentials {
-		if _, err := client.Token(withRole(ctx, "(config)"), cfg.credentials()); err != nil {
-			return logical.ErrorResponse("verify_credentials: Piwik PRO did not issue a token with these settings, nothing was stored: " + err.Error()), nil
+		if _, err := b.mint(ctx, acct, "(config)", cfg.credentials()); err != nil {
+			return verifyFailure("verify_credentials: Piwik PRO did not issue a token with these settings, nothing was stored", err)
 		}
 	}
 
@@ -238,7 +246,24 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	return nil, nil
 }
 
+// verifyFailure answers a write whose credentials could not be verified:
+// 400 when Piwik PRO rejected them (the caller's own bad input), else the
+// status of the upstream failure, so that a 429 or a timeout is retried
+// by clients instead of read as bad input.
+func verifyFailure(prefix string, err error) (*logical.Response, error) {
+	msg := prefix + ": " + err.Error()
+	if upErr, ok := asUpstreamError(err); ok && upErr.Kind == kindCredentials {
+		return logical.ErrorResponse(msg), nil
+	}
+	if _, ok := asUpstreamError(err); !ok {
+		return nil, err
+	}
+	return nil, logical.CodedError(failureStatus(err), msg)
+}
+
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.configLock.Lock()
+	defer b.configLock.Unlock()
 	if err := req.Storage.Delete(ctx, configStoragePath); err != nil {
 		return nil, err
 	}
@@ -247,9 +272,9 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 }
 
 // update applies the fields present in d to c and validates the result.
-// isNew says whether this is the first write, when every required field
-// must be present.
-func (c *piwikConfig) update(d *framework.FieldData, isNew bool) error {
+// stored is the config before this write, nil on the first write (when
+// every required field must be present).
+func (c *piwikConfig) update(d *framework.FieldData, stored *piwikConfig) error {
 	if raw, ok := d.GetOk("url"); ok {
 		u, err := normalizeURL(raw.(string))
 		if err != nil {
@@ -260,15 +285,20 @@ func (c *piwikConfig) update(d *framework.FieldData, isNew bool) error {
 	if c.URL == "" {
 		return errors.New("url: required")
 	}
+	if raw, ok := d.GetOk("ca_cert"); ok && raw.(string) != "" {
+		if err := validateCACert(raw.(string)); err != nil {
+			return fmt.Errorf("ca_cert: %w", err)
+		}
+		c.CACert = raw.(string)
+	} else if ok {
+		c.CACert = "" // an empty ca_cert goes back to the system roots
+	}
 
 	id, idSet := d.GetOk("client_id")
 	secret, secretSet := d.GetOk("client_secret")
 	if idSet {
 		if err := validateCredentialField("client_id", id.(string)); err != nil {
 			return err
-		}
-		if id.(string) != c.ClientID && !secretSet {
-			return errors.New("client_secret: required when client_id changes")
 		}
 		c.ClientID = id.(string)
 	}
@@ -278,8 +308,16 @@ func (c *piwikConfig) update(d *framework.FieldData, isNew bool) error {
 		}
 		c.ClientSecret = secret.(string)
 	}
-	if isNew && (c.ClientID == "" || c.ClientSecret == "") {
+	if stored == nil && (c.ClientID == "" || c.ClientSecret == "") {
 		return errors.New("client_id and client_secret: both required")
+	}
+	if stored != nil && !secretSet {
+		switch {
+		case c.ClientID != stored.ClientID:
+			return errors.New("client_secret: required when client_id changes")
+		case c.URL != stored.URL || c.CACert != stored.CACert:
+			return errors.New("client_secret: required when url or ca_cert changes: the stored secret is only ever sent to the url it was given for")
+		}
 	}
 
 	if raw, ok := d.GetOk("request_timeout"); ok {
@@ -288,14 +326,6 @@ func (c *piwikConfig) update(d *framework.FieldData, isNew bool) error {
 			return fmt.Errorf("request_timeout: must be between 1s and %s", maxRequestTimeout)
 		}
 		c.RequestTimeout = timeout
-	}
-	if raw, ok := d.GetOk("ca_cert"); ok && raw.(string) != "" {
-		if err := validateCACert(raw.(string)); err != nil {
-			return fmt.Errorf("ca_cert: %w", err)
-		}
-		c.CACert = raw.(string)
-	} else if ok {
-		c.CACert = "" // an empty ca_cert goes back to the system roots
 	}
 	if raw, ok := d.GetOk("verify_credentials"); ok {
 		c.VerifyCredentials = raw.(bool)
@@ -339,11 +369,40 @@ func normalizeURL(raw string) (string, error) {
 	case u.Scheme == "http" && !isLoopback(u.Hostname()):
 		return "", errors.New("must use https (plain http is allowed only for loopback hosts)")
 	}
+	host, err := asciiHost(u.Hostname())
+	if err != nil {
+		return "", err
+	}
+	if port := u.Port(); port != "" {
+		host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
 	u.Scheme = strings.ToLower(u.Scheme)
-	u.Host = strings.ToLower(u.Host)
+	u.Host = host
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	return u.String(), nil
+}
+
+// asciiHost returns host as it is dialled and stored: an IP literal, or a
+// lower-case ASCII DNS name, with an internationalized name converted to
+// its punycode form, so that what is stored, shown and dialled are one.
+func asciiHost(host string) (string, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String(), nil
+	}
+	ascii, err := idna.Lookup.ToASCII(host)
+	if err != nil {
+		return "", errors.New("host is not a valid DNS name")
+	}
+	ascii = strings.ToLower(ascii)
+	if strings.ContainsFunc(ascii, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '.')
+	}) {
+		return "", errors.New("host is not a valid DNS name")
+	}
+	return ascii, nil
 }
 
 // isLoopback reports whether host is localhost or a loopback address.
@@ -353,23 +412,6 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-func isControl(r rune) bool {
-	return r < 0x20 || r == 0x7f
-}
-
-// validateCredentialField checks a client_id or client_secret.
-func validateCredentialField(field, value string) error {
-	switch {
-	case value == "":
-		return fmt.Errorf("%s: must not be empty", field)
-	case len(value) > 1024:
-		return fmt.Errorf("%s: longer than 1024 characters", field)
-	case strings.ContainsFunc(value, isControl):
-		return fmt.Errorf("%s: contains control characters", field)
-	}
-	return nil
 }
 
 // validateCACert checks that pemData holds only parseable certificates.
@@ -399,18 +441,6 @@ func validateCACert(pemData string) error {
 	return nil
 }
 
-// rejectUnknownFields refuses parameters the path does not define. Vault
-// would only warn and ignore them, which hides typos such as "client_secert"
-// in a write that then seems to succeed.
-func rejectUnknownFields(d *framework.FieldData) error {
-	for name := range d.Raw {
-		if _, ok := d.Schema[name]; !ok {
-			return fmt.Errorf("%s: unknown field", name)
-		}
-	}
-	return nil
-}
-
 // getConfig reads the config from storage; nil when never written.
 func getConfig(ctx context.Context, s logical.Storage) (*piwikConfig, error) {
 	entry, err := s.Get(ctx, configStoragePath)
@@ -418,8 +448,8 @@ func getConfig(ctx context.Context, s logical.Storage) (*piwikConfig, error) {
 		return nil, err
 	}
 	cfg := defaultConfig()
-	if err := entry.DecodeJSON(cfg); err != nil {
-		return nil, fmt.Errorf("decode stored config: %w", err)
+	if err := decodeEntry(entry, cfg); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -428,10 +458,14 @@ const pathConfigHelpSyn = `Configure the Piwik PRO account and API credentials.`
 
 const pathConfigHelpDesc = `
 Sets the Piwik PRO account URL and the API client credentials used to mint
-tokens. The client_id and client_secret are write-only: a read returns the
-other settings only. By default the engine mints one token with the new
-settings before storing them (verify_credentials) and refuses the write if
-Piwik PRO does not issue one; nothing stored changes in that case.
+tokens. The client_secret is write-only: a read returns every other
+setting. The secret is bound to the url and ca_cert it was written with:
+changing either (or client_id) needs client_secret in the same write, so
+that no stored secret is ever sent to a host it was not given for. By
+default the engine mints one token with the new settings before storing
+them (verify_credentials) and refuses the write if Piwik PRO does not issue
+one; nothing stored changes in that case. Redirects from Piwik PRO are
+never followed. A JSON null resets a field to its default.
 
 Example:
 

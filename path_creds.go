@@ -56,29 +56,28 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	name := d.Get("name").(string)
 	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
-		return nil, err
+		return nil, storageFailure(err)
 	}
 	if role == nil {
 		return logical.ErrorResponse(fmt.Sprintf("unknown role %q: write piwik/roles/%s first", name, name)), nil
 	}
-	cfg, client, err := b.upstream(ctx, req.Storage)
+	acct, err := b.account(ctx, req.Storage)
 	if err != nil {
-		return nil, err
+		return nil, storageFailure(err)
 	}
-	if cfg == nil {
+	if acct == nil {
 		return logical.ErrorResponse("Piwik PRO is not configured: write piwik/config first"), nil
 	}
 
-	tok, err := b.token(ctx, name, role, cfg, client)
+	tok, err := b.issue(ctx, name, role, acct)
 	if err != nil {
-		return nil, upstreamFailure(err)
+		return nil, issueFailure(err)
 	}
-	now := time.Now()
 	mountMax := b.mountMaxTTL()
 	if role.Unleased {
 		mountMax = 0 // no lease for Vault to cap
 	}
-	ttl, warnings := leaseTTL(tok, now, role.TTL, mountMax)
+	ttl, warnings := leaseTTL(tok, time.Now(), role.TTL, mountMax)
 	if ttl < time.Second {
 		return nil, logical.CodedError(http.StatusBadGateway, "the token Piwik PRO issued expires in less than a second; check the clocks of Vault and Piwik PRO")
 	}
@@ -99,34 +98,59 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-// token mints a token for role, or hands out the role's cached one when the
-// role shares tokens.
-func (b *backend) token(ctx context.Context, name string, role *piwikRole, cfg *piwikConfig, client *Client) (*Token, error) {
-	creds := role.credentials(cfg)
-	ctx = withRole(ctx, name)
-	mint := func(ctx context.Context) (*Token, error) {
-		return client.Token(ctx, creds)
+// issue mints a token for role, or hands out the role's cached one when the
+// role shares tokens and the cached one was minted with exactly the
+// credentials and account the role resolves to now.
+func (b *backend) issue(ctx context.Context, name string, role *piwikRole, acct *account) (*token, error) {
+	creds, err := acct.credentialsFor(name, role)
+	if err != nil {
+		return nil, err
+	}
+	mint := func(ctx context.Context) (*token, error) {
+		return b.mint(ctx, acct, name, creds)
 	}
 	if !role.TokenReuse {
 		return mint(ctx)
 	}
-	tok, minted, err := b.tokens.fetch(ctx, name, role.ReuseMinRemaining, mint)
+	tok, minted, err := b.tokens.fetch(ctx, name, acct.fingerprint(creds), role.ReuseMinRemaining, mint)
 	if err == nil && !minted {
 		b.metrics.reuseHit()
 	}
 	return tok, err
 }
 
+// issueFailure maps a failed issue to the status Vault answers with: 409
+// for a role whose secret was given for another url, the upstream mapping
+// for a failed mint.
+func issueFailure(err error) error {
+	var binding *bindingError
+	if errors.As(err, &binding) {
+		return logical.CodedError(http.StatusConflict, err.Error())
+	}
+	if _, ok := asUpstreamError(err); ok {
+		return logical.CodedError(failureStatus(err), err.Error())
+	}
+	return err
+}
+
+// storageFailure reports a stored entry that does not decode as a 500 that
+// says how to repair it; other storage errors pass unchanged.
+func storageFailure(err error) error {
+	if isCorrupt(err) {
+		return logical.CodedError(http.StatusInternalServerError, err.Error())
+	}
+	return err
+}
+
 // leaseTTL is the lease for tok at now: what is left of the token's life,
+// truncated to whole seconds so that the lease never ends after the token,
 // capped by the role's ttl and the mount's max lease TTL. The warnings say
 // which cap applied, so that nobody wonders why a lease ends before the
 // token does.
-func leaseTTL(tok *Token, now time.Time, roleTTL, mountMax time.Duration) (time.Duration, []string) {
+func leaseTTL(tok *token, now time.Time, roleTTL, mountMax time.Duration) (time.Duration, []string) {
 	var warnings []string
-	// Rounded, not truncated: a token minted a few microseconds ago gets
-	// exactly its expires_in.
-	ttl := tok.ExpiresAt.Sub(now).Round(time.Second)
-	if tok.Lifetime < tok.ExpiresIn {
+	ttl := tok.ExpiresAt.Sub(now).Truncate(time.Second)
+	if tok.ExpCut {
 		warnings = append(warnings, fmt.Sprintf("the token's exp claim ends its life before expires_in (%s); the lease follows exp", tok.ExpiresIn))
 	}
 	if roleTTL > 0 && roleTTL < ttl {
@@ -141,7 +165,7 @@ func leaseTTL(tok *Token, now time.Time, roleTTL, mountMax time.Duration) (time.
 }
 
 // credsData is what a reader sees: the token and whom it acts for.
-func credsData(tok *Token) map[string]any {
+func credsData(tok *token) map[string]any {
 	data := map[string]any{
 		"access_token": tok.AccessToken,
 		"token_type":   tok.TokenType,
@@ -161,24 +185,6 @@ func credsData(tok *Token) map[string]any {
 		data["aud"] = tok.Claims.Audience
 	}
 	return data
-}
-
-// upstreamFailure maps a failed mint to an HTTP status Vault passes on:
-// 429 when Piwik PRO rate limited us, 504 on timeouts, 502 for anything
-// else Piwik PRO or the network did.
-func upstreamFailure(err error) error {
-	var upErr *UpstreamError
-	if !errors.As(err, &upErr) {
-		return err
-	}
-	status := http.StatusBadGateway
-	switch upErr.Kind {
-	case KindRateLimited:
-		status = http.StatusTooManyRequests
-	case KindTimeout:
-		status = http.StatusGatewayTimeout
-	}
-	return logical.CodedError(status, upErr.Error())
 }
 
 const pathCredsHelpSyn = `Get a Piwik PRO access token for a role.`

@@ -22,8 +22,9 @@ func TestCreds_leaseMatchesExpiresIn(t *testing.T) {
 			e.mustDo(logical.CreateOperation, "roles/reporting", nil)
 
 			resp := e.mustDo(logical.ReadOperation, "creds/reporting", nil)
-			if resp.Secret.TTL != lifetime {
-				t.Errorf("lease TTL = %s, want exactly expires_in %s", resp.Secret.TTL, lifetime)
+			// Truncated, never rounded up: a second of it has begun to pass.
+			if resp.Secret.TTL != lifetime && resp.Secret.TTL != lifetime-time.Second {
+				t.Errorf("lease TTL = %s, want expires_in %s or a second less", resp.Secret.TTL, lifetime)
 			}
 			if resp.Secret.Renewable {
 				t.Errorf("lease is renewable; Piwik PRO tokens cannot be extended")
@@ -106,7 +107,7 @@ func TestCreds_capsWithWarnings(t *testing.T) {
 	t.Run("cap longer than the token", func(t *testing.T) {
 		e := newEnvWithRole(t, "r", map[string]any{"ttl": "2h"})
 		resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
-		if resp.Secret.TTL != 30*time.Minute || len(resp.Warnings) != 0 {
+		if resp.Secret.TTL < 30*time.Minute-time.Second || resp.Secret.TTL > 30*time.Minute || len(resp.Warnings) != 0 {
 			t.Errorf("TTL = %s warnings = %v; want the token's 30m, no warning", resp.Secret.TTL, resp.Warnings)
 		}
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -25,6 +26,11 @@ type piwikRole struct {
 	// that user's permissions.
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret string `json:"client_secret,omitempty"`
+	// CredentialsURL and CredentialsCA record the config's url and ca_cert
+	// fingerprint when ClientSecret was written: the secret is only ever
+	// sent there.
+	CredentialsURL string `json:"credentials_url,omitempty"`
+	CredentialsCA  string `json:"credentials_ca,omitempty"`
 	// TokenReuse lets readers share one cached token per node while at
 	// least ReuseMinRemaining of its life is left (0: half its lifetime).
 	TokenReuse        bool          `json:"token_reuse"`
@@ -40,12 +46,27 @@ func (r *piwikRole) hasCredentials() bool {
 	return r.ClientID != ""
 }
 
-// credentials returns the role's own credentials, else the config's.
-func (r *piwikRole) credentials(cfg *piwikConfig) Credentials {
-	if r.hasCredentials() {
-		return Credentials{ClientID: r.ClientID, ClientSecret: r.ClientSecret}
+// credentials returns the role's own credentials.
+func (r *piwikRole) credentials() credentials {
+	return credentials{ClientID: r.ClientID, ClientSecret: r.ClientSecret}
+}
+
+// bindingError is a role whose own secret was given for another url (or CA
+// trust) than the config has now. Nothing is sent: the operator must give
+// the secret again for the new url.
+type bindingError struct {
+	role, givenFor, configURL string
+}
+
+func (e *bindingError) Error() string {
+	where := fmt.Sprintf("%s, but piwik/config now points at %s", e.givenFor, e.configURL)
+	if e.givenFor == e.configURL {
+		where = e.givenFor + " with another ca_cert than piwik/config has now"
 	}
-	return cfg.credentials()
+	if e.givenFor == "" {
+		where = "no recorded url"
+	}
+	return fmt.Sprintf("role %q: its client_secret was given for %s; nothing was sent. Write the role's client_secret again (vault write piwik/roles/%s client_secret=...) to use it with the current url", e.role, where, e.role)
 }
 
 func pathRoles(b *backend) []*framework.Path {
@@ -91,15 +112,14 @@ func pathRoles(b *backend) []*framework.Path {
 				},
 				"client_id": {
 					Type:        framework.TypeString,
-					Description: "Client ID of another Piwik PRO user's API credential, used instead of the config's. Requires client_secret. Write-only.",
+					Description: `Client ID of another Piwik PRO user's API credential, used instead of the config's. A new client_id needs its client_secret; "" goes back to the config's credentials.`,
 					DisplayAttrs: &framework.DisplayAttributes{
-						Name:      "Client ID",
-						Sensitive: true,
+						Name: "Client ID",
 					},
 				},
 				"client_secret": {
 					Type:        framework.TypeString,
-					Description: "Client secret for client_id. Write-only: never returned.",
+					Description: "Client secret for client_id. Write-only: never returned. Given alone, it rotates the secret of the role's client_id. It is bound to the config's url and ca_cert at the time of the write.",
 					DisplayAttrs: &framework.DisplayAttributes{
 						Name:      "Client secret",
 						Sensitive: true,
@@ -126,7 +146,7 @@ func pathRoles(b *backend) []*framework.Path {
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "read",
 					},
-					Summary: "Read a role, without credentials.",
+					Summary: "Read a role, without its client secret.",
 					Responses: map[int][]framework.Response{
 						http.StatusOK: {{Description: "OK", Fields: roleResponseFields}},
 					},
@@ -174,14 +194,18 @@ func pathRoles(b *backend) []*framework.Path {
 var roleResponseFields = map[string]*framework.FieldSchema{
 	"ttl":                 {Type: framework.TypeInt64, Description: "Cap on the lease in seconds; 0 means the token's own lifetime."},
 	"own_credentials":     {Type: framework.TypeBool, Description: "Whether the role has its own Piwik PRO credential instead of the config's."},
+	"client_id":           {Type: framework.TypeString, Description: "Client ID of the role's own credential; empty when it uses the config's."},
+	"credentials_url":     {Type: framework.TypeString, Description: "The url the role's own client_secret was given for; empty when it uses the config's."},
 	"token_reuse":         {Type: framework.TypeBool, Description: "Whether readers share one cached token per node."},
 	"reuse_min_remaining": {Type: framework.TypeInt64, Description: "Least remaining life, in seconds, of a cached token that is handed out; 0 means half its lifetime."},
 	"leased":              {Type: framework.TypeBool, Description: "Whether reads return the token as a lease."},
 }
 
+// roleExists tells Vault whether a write creates or updates. It looks at
+// the entry's presence only, so that a corrupted entry can be replaced.
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
-	role, err := getRole(ctx, req.Storage, d.Get("name").(string))
-	return role != nil, err
+	entry, err := req.Storage.Get(ctx, roleStoragePrefix+d.Get("name").(string))
+	return entry != nil, err
 }
 
 func (b *backend) pathRoleList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -200,6 +224,8 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 	return &logical.Response{Data: map[string]any{
 		"ttl":                 int64(role.TTL.Seconds()),
 		"own_credentials":     role.hasCredentials(),
+		"client_id":           role.ClientID,
+		"credentials_url":     role.CredentialsURL,
 		"token_reuse":         role.TokenReuse,
 		"reuse_min_remaining": int64(role.ReuseMinRemaining.Seconds()),
 		"leased":              !role.Unleased,
@@ -214,11 +240,23 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if len(name) > maxRoleNameLength {
 		return logical.ErrorResponse(fmt.Sprintf("name: longer than %d characters", maxRoleNameLength)), nil
 	}
+	// The config cannot change while this role is verified against it and
+	// bound to it; two writes of this role take turns.
+	b.configLock.RLock()
+	defer b.configLock.RUnlock()
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+
 	stored, err := getRole(ctx, req.Storage, name)
-	if err != nil {
+	switch {
+	case isCorrupt(err) && req.Operation != logical.PatchOperation:
+		stored = nil // a full write replaces what does not decode
+	case isCorrupt(err):
+		return nil, logical.CodedError(http.StatusConflict, err.Error())
+	case err != nil:
 		return nil, err
-	}
-	if stored == nil && req.Operation == logical.PatchOperation {
+	case stored == nil && req.Operation == logical.PatchOperation:
 		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("no role %q to patch", name))
 	}
 
@@ -227,13 +265,13 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		copied := *stored
 		role = &copied
 	}
-	credentialsChanged, err := role.update(d)
+	secretGiven, err := role.update(d)
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	if credentialsChanged && role.hasCredentials() {
-		if err := b.verifyRoleCredentials(withRole(ctx, name), req.Storage, role); err != nil {
-			return logical.ErrorResponse(err.Error()), nil
+	if secretGiven {
+		if resp, err := b.bindRoleCredentials(ctx, req.Storage, name, role); resp != nil || err != nil {
+			return resp, err
 		}
 	}
 
@@ -250,6 +288,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
 	if err := req.Storage.Delete(ctx, roleStoragePrefix+name); err != nil {
 		return nil, err
 	}
@@ -258,8 +299,9 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 }
 
 // update applies the fields present in d to r and validates the result. It
-// reports whether the role's credentials changed.
-func (r *piwikRole) update(d *framework.FieldData) (credentialsChanged bool, err error) {
+// reports whether a client_secret was given, which then must be verified
+// and bound to the config.
+func (r *piwikRole) update(d *framework.FieldData) (secretGiven bool, err error) {
 	if raw, ok := d.GetOk("ttl"); ok {
 		ttl := time.Duration(raw.(int)) * time.Second
 		if ttl < 0 || ttl > maxTokenLifetime {
@@ -280,48 +322,68 @@ func (r *piwikRole) update(d *framework.FieldData) (credentialsChanged bool, err
 		}
 		r.ReuseMinRemaining = floor
 	}
+	return r.updateCredentials(d)
+}
 
-	id, idSet := d.GetOk("client_id")
-	secret, secretSet := d.GetOk("client_secret")
+// updateCredentials applies client_id and client_secret:
+//
+//	client_id="" (and no secret)     back to the config's credentials
+//	client_id and client_secret      a new credential
+//	client_secret alone              a new secret for the role's client_id
+//	client_id alone, unchanged       nothing changes
+func (r *piwikRole) updateCredentials(d *framework.FieldData) (secretGiven bool, err error) {
+	rawID, idSet := d.GetOk("client_id")
+	rawSecret, secretSet := d.GetOk("client_secret")
+	id, _ := rawID.(string)
+	secret, _ := rawSecret.(string)
 	switch {
 	case !idSet && !secretSet:
 		return false, nil
-	case idSet != secretSet:
-		return false, errors.New("client_id and client_secret: give both or neither")
-	case id.(string) == "" && secret.(string) == "":
-		// Both empty: the role goes back to the config's credentials.
-		changed := r.hasCredentials()
-		r.ClientID, r.ClientSecret = "", ""
-		return changed, nil
+	case idSet && id == "":
+		if secret != "" {
+			return false, errors.New(`client_secret: not allowed with client_id="" (which goes back to the config's credentials)`)
+		}
+		*r = piwikRole{TTL: r.TTL, TokenReuse: r.TokenReuse, ReuseMinRemaining: r.ReuseMinRemaining, Unleased: r.Unleased}
+		return false, nil
+	case !idSet && !r.hasCredentials():
+		return false, errors.New("client_id: required with client_secret, since the role has no client_id of its own")
+	case idSet && id != r.ClientID && !secretSet:
+		return false, errors.New("client_secret: required when client_id changes")
 	}
-	if err := validateCredentialField("client_id", id.(string)); err != nil {
+	if idSet {
+		if err := validateCredentialField("client_id", id); err != nil {
+			return false, err
+		}
+		r.ClientID = id
+	}
+	if !secretSet {
+		return false, nil
+	}
+	if err := validateCredentialField("client_secret", secret); err != nil {
 		return false, err
 	}
-	if err := validateCredentialField("client_secret", secret.(string)); err != nil {
-		return false, err
-	}
-	changed := r.ClientID != id.(string) || r.ClientSecret != secret.(string)
-	r.ClientID, r.ClientSecret = id.(string), secret.(string)
-	return changed, nil
+	r.ClientSecret = secret
+	return true, nil
 }
 
-// verifyRoleCredentials mints one token with the role's credentials against
-// the configured account, unless the config turned verification off.
-func (b *backend) verifyRoleCredentials(ctx context.Context, s logical.Storage, role *piwikRole) error {
-	cfg, client, err := b.upstream(ctx, s)
+// bindRoleCredentials binds the role's newly given secret to the config's
+// url and CA trust, after minting one token with it there unless the config
+// turned verification off. A non-nil response or error refuses the write.
+func (b *backend) bindRoleCredentials(ctx context.Context, s logical.Storage, name string, role *piwikRole) (*logical.Response, error) {
+	acct, err := b.account(ctx, s)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if cfg == nil {
-		return errors.New("client_id: role credentials are verified against piwik/config, which is not written yet")
+	if acct == nil {
+		return logical.ErrorResponse("client_secret: a role's credentials are verified against and bound to piwik/config, which is not written yet"), nil
 	}
-	if !cfg.VerifyCredentials {
-		return nil
+	if acct.config.VerifyCredentials {
+		if _, err := b.mint(ctx, acct, name, role.credentials()); err != nil {
+			return verifyFailure("client_id, client_secret: Piwik PRO did not issue a token with these credentials, nothing was stored", err)
+		}
 	}
-	if _, err := client.Token(ctx, role.credentials(cfg)); err != nil {
-		return fmt.Errorf("client_id, client_secret: Piwik PRO did not issue a token with these credentials, nothing was stored: %w", err)
-	}
-	return nil
+	role.CredentialsURL, role.CredentialsCA = acct.config.URL, acct.caSum
+	return nil, nil
 }
 
 // getRole reads a role from storage; nil when it does not exist.
@@ -331,10 +393,59 @@ func getRole(ctx context.Context, s logical.Storage, name string) (*piwikRole, e
 		return nil, err
 	}
 	role := &piwikRole{}
-	if err := entry.DecodeJSON(role); err != nil {
-		return nil, fmt.Errorf("decode stored role %q: %w", name, err)
+	if err := decodeEntry(entry, role); err != nil {
+		return nil, err
 	}
 	return role, nil
+}
+
+// initialize binds the own credentials of roles written before roles
+// recorded the url their secret was given for (v0.1.0) to the config's
+// current url. It runs on the active node when the mount starts; until it
+// has run, such roles fail with the binding error rather than risk sending
+// a secret elsewhere.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	b.configLock.RLock()
+	defer b.configLock.RUnlock()
+	acct, err := b.account(ctx, req.Storage)
+	if err != nil || acct == nil {
+		return err
+	}
+	names, err := req.Storage.List(ctx, roleStoragePrefix)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := b.bindLegacyRole(ctx, req.Storage, acct, name); err != nil {
+			b.Logger().Warn("could not record the url of a role's credentials; rewrite its client_secret", "role", name, "error", err.Error())
+		}
+	}
+	return nil
+}
+
+// bindLegacyRole records acct's url on one role whose own credentials have
+// none recorded.
+func (b *backend) bindLegacyRole(ctx context.Context, s logical.Storage, acct *account, name string) error {
+	lock := locksutil.LockForKey(b.roleLocks, name)
+	lock.Lock()
+	defer lock.Unlock()
+	role, err := getRole(ctx, s, name)
+	if err != nil || role == nil || !role.hasCredentials() || role.CredentialsURL != "" {
+		return err
+	}
+	role.CredentialsURL, role.CredentialsCA = acct.config.URL, acct.caSum
+	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
+	if err != nil {
+		return err
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return err
+	}
+	b.resetRole(name)
+	return nil
 }
 
 const pathRoleListHelpSyn = `List the roles.`
@@ -348,10 +459,13 @@ A role shapes the token a reader of creds/<name> gets:
 
   ttl                  caps the lease (0: the token's own lifetime)
   client_id,
-  client_secret        another Piwik PRO user's API credential for this role
-                       (both or neither; write-only). Each credential carries
-                       its user's permissions, so a role for reporting can
-                       use a read-only user.
+  client_secret        another Piwik PRO user's API credential for this role.
+                       Each credential carries its user's permissions, so a
+                       role for reporting can use a read-only user. The
+                       secret is write-only and bound to the config's url:
+                       after the url changes, write it again. client_secret
+                       alone rotates it; client_id="" goes back to the
+                       config's credentials.
   token_reuse          readers share one cached token per node
   reuse_min_remaining  a cached token is handed out only while this much of
                        its life is left (0: half of it)

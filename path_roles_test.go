@@ -16,7 +16,7 @@ func TestRoles_crudListPatch(t *testing.T) {
 	e.mustDo(logical.CreateOperation, "roles/admin", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
 
 	resp := e.mustDo(logical.ReadOperation, "roles/reporting", nil)
-	want := map[string]any{"ttl": int64(600), "own_credentials": false, "token_reuse": false, "reuse_min_remaining": int64(0), "leased": true}
+	want := map[string]any{"ttl": int64(600), "own_credentials": false, "token_reuse": false, "reuse_min_remaining": int64(0), "leased": true, "client_id": "", "credentials_url": ""}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Errorf("role read = %#v, want %#v", resp.Data, want)
 	}
@@ -39,8 +39,8 @@ func TestRoles_crudListPatch(t *testing.T) {
 		t.Errorf("update dropped the role's credentials")
 	}
 	e.assertNoSecret("role read", responseText(t, resp, nil))
-	if strings.Contains(responseText(t, resp, nil), roleClientID) {
-		t.Errorf("role read returns the write-only client_id")
+	if resp.Data["client_id"] != roleClientID || resp.Data["credentials_url"] != e.server.URL {
+		t.Errorf("role read: client_id %v, credentials_url %v; want %s and the config's url", resp.Data["client_id"], resp.Data["credentials_url"], roleClientID)
 	}
 
 	e.mustDo(logical.DeleteOperation, "roles/admin", nil)

@@ -1,7 +1,6 @@
 package piwik
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +8,9 @@ import (
 	"mime"
 	"strings"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // maxTokenLifetime is the longest expires_in taken at face value. Piwik PRO
@@ -16,31 +18,44 @@ import (
 // a week is broken, and a lease that long would outlive any sane rotation.
 const maxTokenLifetime = 7 * 24 * time.Hour
 
-// expSlack is how far the JWT's exp may fall short of receipt+expires_in
-// and still be read as the same deadline: exp has whole-second resolution
-// and the reply spent some time on the wire.
+// expSlack is how far the JWT's exp may fall short of expires_in before the
+// lease's warning mentions it: exp has whole-second resolution and the
+// reply spent some time on the wire, so a second or two is normal.
 const expSlack = 2 * time.Second
 
-// Token is an access token Piwik PRO issued.
-type Token struct {
+// jwtAlgorithms are the signature algorithms a token's header may name.
+// Piwik PRO signs with RS256; the signature is never verified here (no key
+// is published), so the list only decides which headers parse.
+var jwtAlgorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+}
+
+// token is an access token Piwik PRO issued.
+type token struct {
 	AccessToken string
 	TokenType   string
 	// ExpiresIn is the lifetime the reply announced.
 	ExpiresIn time.Duration
-	// Lifetime is how long the token was valid when it arrived: expires_in,
-	// or less when the JWT's exp comes sooner.
-	Lifetime time.Duration
-	// ExpiresAt is when the token stops working: receipt + Lifetime.
+	// ExpiresAt is when the token stops working, taken conservatively:
+	// the earlier of the JWT's exp and the moment the request was sent
+	// plus expires_in.
 	ExpiresAt time.Time
+	// Lifetime is how long the token was valid when the request was sent:
+	// ExpiresAt minus that moment.
+	Lifetime time.Duration
+	// ExpCut is true when the JWT's exp ends the token noticeably before
+	// expires_in would.
+	ExpCut bool
 	// Claims are read from the JWT without verifying its signature: Piwik
 	// PRO publishes no key, and they only describe the token, they grant
 	// nothing.
-	Claims Claims
+	Claims claims
 }
 
-// Claims are the JWT claims that say whom a token acts for and until when.
+// claims are the JWT claims that say whom a token acts for and until when.
 // Zero values mean the claim was absent.
-type Claims struct {
+type claims struct {
 	Subject  string
 	Org      string
 	Audience []string
@@ -55,17 +70,18 @@ type tokenReply struct {
 	AccessToken string      `json:"access_token"`
 }
 
-// parseTokenReply checks a 200 reply and turns it into a Token. now is when
-// the reply arrived.
-func parseTokenReply(contentType string, body []byte, now time.Time) (*Token, error) {
+// parseTokenReply checks a 200 reply and turns it into a token. sent is when
+// the request left, received when the reply arrived. Every upstream string
+// quoted in an error goes through red.
+func parseTokenReply(contentType string, body []byte, sent, received time.Time, red redactor) (*token, error) {
 	bad := func(format string, args ...any) error {
-		return &UpstreamError{Kind: KindBadReply, Status: 200, Detail: fmt.Sprintf(format, args...)}
+		return &upstreamError{Kind: kindBadReply, Status: 200, Detail: fmt.Sprintf(format, args...)}
 	}
 	if looksLikeHTML(contentType, body) {
 		return nil, bad("got an HTML page (%d bytes) instead of JSON; is the url the Piwik PRO account URL?", len(body))
 	}
 	if mediaType, _, _ := mime.ParseMediaType(contentType); mediaType != "" && mediaType != "application/json" {
-		return nil, bad("content type %q is not JSON", excerpt(contentType, ""))
+		return nil, bad("content type %q is not JSON", red.text(contentType))
 	}
 	var reply tokenReply
 	if err := json.Unmarshal(body, &reply); err != nil {
@@ -74,105 +90,127 @@ func parseTokenReply(contentType string, body []byte, now time.Time) (*Token, er
 	if reply.AccessToken == "" {
 		return nil, bad("no access_token in the reply")
 	}
-	if !strings.EqualFold(reply.TokenType, "Bearer") {
-		return nil, bad("token_type is %q, want Bearer", excerpt(reply.TokenType, ""))
+	if err := checkJWTShape(reply.AccessToken); err != nil {
+		return nil, bad("access_token %s", err)
 	}
-	expiresIn, err := parseExpiresIn(reply.ExpiresIn)
+	if !strings.EqualFold(reply.TokenType, "Bearer") {
+		return nil, bad("token_type is %q, want Bearer", red.text(reply.TokenType))
+	}
+	expiresIn, err := parseExpiresIn(reply.ExpiresIn, red)
 	if err != nil {
 		return nil, bad("%s", err)
 	}
 
-	tok := &Token{
+	tok := &token{
 		AccessToken: reply.AccessToken,
 		TokenType:   "Bearer",
 		ExpiresIn:   expiresIn,
-		Lifetime:    expiresIn,
+		ExpiresAt:   sent.Add(expiresIn),
 		Claims:      readClaims(reply.AccessToken),
 	}
 	if exp := tok.Claims.Expiry; !exp.IsZero() {
-		untilExp := exp.Sub(now).Truncate(time.Second)
-		if untilExp <= 0 {
+		if !exp.After(received) {
 			return nil, bad("the token's exp (%s) has already passed; check the clocks of Vault and Piwik PRO", exp.Format(time.RFC3339))
 		}
-		if untilExp < expiresIn-expSlack {
-			tok.Lifetime = untilExp
+		if exp.Before(tok.ExpiresAt) {
+			tok.ExpCut = tok.ExpiresAt.Sub(exp) > expSlack
+			tok.ExpiresAt = exp
 		}
 	}
-	tok.ExpiresAt = now.Add(tok.Lifetime).UTC()
+	tok.Lifetime = tok.ExpiresAt.Sub(sent)
+	tok.ExpiresAt = tok.ExpiresAt.UTC()
 	return tok, nil
 }
 
+// checkJWTShape makes sure a token can be pasted into an Authorization
+// header as it is: three non-empty dot-separated parts of RFC 6750 token
+// characters, so that no newline, space or quote can be smuggled into the
+// headers of the apps that use it.
+func checkJWTShape(s string) error {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return fmt.Errorf("is not a JWT (%d dot-separated parts, want 3)", len(parts))
+	}
+	for _, part := range parts {
+		if part == "" {
+			return errors.New("is not a JWT (an empty part)")
+		}
+		body := strings.TrimRight(part, "=")
+		if body == "" || strings.ContainsFunc(body, func(r rune) bool { return !isTokenChar(r) }) {
+			return errors.New("holds characters a bearer token cannot have")
+		}
+	}
+	return nil
+}
+
+// isTokenChar reports whether r may appear in an RFC 6750 b64token.
+func isTokenChar(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("-._~+/", r)
+}
+
 // parseExpiresIn checks that expires_in is a positive, plausible number of
-// seconds.
-func parseExpiresIn(n json.Number) (time.Duration, error) {
+// seconds; a fraction is cut, never rounded up.
+func parseExpiresIn(n json.Number, red redactor) (time.Duration, error) {
 	if n == "" {
 		return 0, errors.New("no expires_in in the reply")
 	}
 	secs, err := n.Float64()
 	if err != nil || math.IsNaN(secs) {
-		return 0, fmt.Errorf("expires_in %q is not a number", excerpt(string(n), ""))
+		return 0, fmt.Errorf("expires_in %q is not a number", red.text(string(n)))
 	}
-	if secs <= 0 {
-		return 0, fmt.Errorf("expires_in is %s, want a positive number of seconds", n)
+	if secs < 1 {
+		return 0, fmt.Errorf("expires_in is %s, want a positive number of seconds", red.text(string(n)))
 	}
 	if secs > maxTokenLifetime.Seconds() {
-		return 0, fmt.Errorf("expires_in is %s seconds, longer than the %s this plugin accepts", n, maxTokenLifetime)
+		return 0, fmt.Errorf("expires_in is %s seconds, longer than the %s this plugin accepts", red.text(string(n)), maxTokenLifetime)
 	}
-	return time.Duration(secs * float64(time.Second)).Truncate(time.Second), nil
+	return time.Duration(math.Floor(secs)) * time.Second, nil
 }
 
-// readClaims decodes the payload of a JWT. A token that is not a JWT, or
-// whose payload does not decode, yields no claims: the signature is opaque
-// to us and the claims only decorate the lease.
-func readClaims(token string) Claims {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return Claims{}
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+// readClaims decodes the payload of a JWT with go-jose, without verifying
+// it. A token whose header or payload does not decode yields no claims:
+// the signature is opaque to us and the claims only decorate the reply.
+func readClaims(raw string) claims {
+	parsed, err := jwt.ParseSigned(raw, jwtAlgorithms)
 	if err != nil {
-		return Claims{}
+		return claims{}
 	}
-	var raw struct {
-		Sub string          `json:"sub"`
-		Org string          `json:"org"`
-		Aud json.RawMessage `json:"aud"`
-		Iat json.Number     `json:"iat"`
-		Exp json.Number     `json:"exp"`
+	// exp and iat are read as plain numbers rather than jwt.NumericDate,
+	// so that a fractional value is cut, never rounded up.
+	var payload struct {
+		Sub string       `json:"sub"`
+		Org string       `json:"org"`
+		Aud jwt.Audience `json:"aud"`
+		Iat float64      `json:"iat"`
+		Exp float64      `json:"exp"`
 	}
-	if err := json.Unmarshal(payload, &raw); err != nil {
-		return Claims{}
+	if err := parsed.UnsafeClaimsWithoutVerification(&payload); err != nil {
+		return claims{}
 	}
-	return Claims{
-		Subject:  raw.Sub,
-		Org:      raw.Org,
-		Audience: readAudience(raw.Aud),
-		IssuedAt: unixTime(raw.Iat),
-		Expiry:   unixTime(raw.Exp),
+	return claims{
+		Subject:  payload.Sub,
+		Org:      payload.Org,
+		Audience: nonEmpty(payload.Aud),
+		IssuedAt: unixTime(payload.Iat),
+		Expiry:   unixTime(payload.Exp),
 	}
 }
 
-// readAudience accepts both forms RFC 7519 allows: a string or an array.
-func readAudience(raw json.RawMessage) []string {
-	var one string
-	if err := json.Unmarshal(raw, &one); err == nil {
-		if one == "" {
-			return nil
+// nonEmpty drops empty audiences.
+func nonEmpty(values []string) []string {
+	var out []string
+	for _, v := range values {
+		if v != "" {
+			out = append(out, v)
 		}
-		return []string{one}
 	}
-	var many []string
-	if err := json.Unmarshal(raw, &many); err == nil {
-		return many
-	}
-	return nil
+	return out
 }
 
-// unixTime converts a NumericDate; absent, malformed or out-of-range values
-// give the zero time.
-func unixTime(n json.Number) time.Time {
-	secs, err := n.Float64()
-	if err != nil || secs <= 0 || secs > 1<<40 {
+// unixTime converts a NumericDate, cutting fractions; absent or
+// out-of-range values give the zero time.
+func unixTime(secs float64) time.Time {
+	if !(secs > 0 && secs <= 1<<40) {
 		return time.Time{}
 	}
 	return time.Unix(int64(secs), 0).UTC()

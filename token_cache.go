@@ -11,34 +11,46 @@ import (
 )
 
 // tokenCache holds one token per role for roles with token_reuse, in memory
-// only. Concurrent misses for a role share one upstream request.
+// only. Each token is kept with the fingerprint of what minted it (URL, CA,
+// client id, secret); a reader gets it only when the role and config it
+// read give the same fingerprint, so a token minted with replaced
+// credentials is never handed out, whatever order reads and writes
+// interleave in. Concurrent misses for a role share one upstream request.
 type tokenCache struct {
 	mu     sync.Mutex
-	tokens map[string]*Token
+	tokens map[string]cachedToken
 	// gen counts drops. A mint started before a drop neither fills the
 	// cache nor is joined by reads that start after it.
 	gen    uint64
 	flight singleflight.Group
 }
 
-func newTokenCache() *tokenCache {
-	return &tokenCache{tokens: make(map[string]*Token)}
+// cachedToken is a token and the fingerprint of the credentials and
+// account it was minted with.
+type cachedToken struct {
+	fingerprint string
+	tok         *token
 }
 
-// get returns the role's cached token when at least minRemaining of its
-// life is left at now (half its lifetime when minRemaining is 0).
-func (c *tokenCache) get(role string, minRemaining time.Duration, now time.Time) *Token {
+func newTokenCache() *tokenCache {
+	return &tokenCache{tokens: make(map[string]cachedToken)}
+}
+
+// get returns the role's cached token when it was minted with fingerprint
+// and at least minRemaining of its life is left at now (half its lifetime
+// when minRemaining is 0).
+func (c *tokenCache) get(role, fingerprint string, minRemaining time.Duration, now time.Time) *token {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	tok := c.tokens[role]
-	if tok == nil || !usable(tok, minRemaining, now) {
+	cached, ok := c.tokens[role]
+	if !ok || cached.fingerprint != fingerprint || !usable(cached.tok, minRemaining, now) {
 		return nil
 	}
-	return tok
+	return cached.tok
 }
 
 // usable reports whether enough of tok's life remains at now to hand it out.
-func usable(tok *Token, minRemaining time.Duration, now time.Time) bool {
+func usable(tok *token, minRemaining time.Duration, now time.Time) bool {
 	if minRemaining <= 0 {
 		minRemaining = tok.Lifetime / 2
 	}
@@ -46,25 +58,27 @@ func usable(tok *Token, minRemaining time.Duration, now time.Time) bool {
 	return remaining > 0 && remaining >= minRemaining
 }
 
-// fetch returns a usable cached token for role, or mints one with mint.
-// Concurrent callers for the same role wait for a single mint; each of them
-// stops waiting when its own ctx ends. A failed mint is not cached. minted
-// is true only for the caller whose request went to Piwik PRO.
-func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.Duration, mint func(context.Context) (*Token, error)) (*Token, bool, error) {
-	if tok := c.get(role, minRemaining, time.Now()); tok != nil {
+// fetch returns a usable cached token for role minted with fingerprint, or
+// mints one with mint, which must use exactly the credentials fingerprint
+// was computed from. Concurrent callers for the same role and fingerprint
+// wait for a single mint; each of them stops waiting when its own ctx
+// ends. A failed mint is not cached. minted is true only for the caller
+// whose request went to Piwik PRO.
+func (c *tokenCache) fetch(ctx context.Context, role, fingerprint string, minRemaining time.Duration, mint func(context.Context) (*token, error)) (*token, bool, error) {
+	if tok := c.get(role, fingerprint, minRemaining, time.Now()); tok != nil {
 		return tok, false, nil
 	}
 
 	c.mu.Lock()
 	gen := c.gen
 	c.mu.Unlock()
-	key := role + "\x00" + strconv.FormatUint(gen, 10)
+	key := role + "\x00" + fingerprint + "\x00" + strconv.FormatUint(gen, 10)
 
 	var minted atomic.Bool
 	ch := c.flight.DoChan(key, func() (any, error) {
 		// Re-check: a mint that finished between our miss and this call
 		// already filled the cache.
-		if tok := c.get(role, minRemaining, time.Now()); tok != nil {
+		if tok := c.get(role, fingerprint, minRemaining, time.Now()); tok != nil {
 			return tok, nil
 		}
 		minted.Store(true)
@@ -74,7 +88,7 @@ func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.D
 		if err != nil {
 			return nil, err
 		}
-		c.store(role, tok, gen)
+		c.store(role, cachedToken{fingerprint, tok}, gen)
 		return tok, nil
 	})
 	select {
@@ -82,18 +96,18 @@ func (c *tokenCache) fetch(ctx context.Context, role string, minRemaining time.D
 		if res.Err != nil {
 			return nil, minted.Load(), res.Err
 		}
-		return res.Val.(*Token), minted.Load(), nil
+		return res.Val.(*token), minted.Load(), nil
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
 	}
 }
 
-// store caches tok for role unless the cache was dropped since gen.
-func (c *tokenCache) store(role string, tok *Token, gen uint64) {
+// store caches a token for role unless the cache was dropped since gen.
+func (c *tokenCache) store(role string, cached cachedToken, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gen == gen {
-		c.tokens[role] = tok
+		c.tokens[role] = cached
 	}
 }
 

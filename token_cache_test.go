@@ -82,10 +82,10 @@ func TestReuse_neverBelowTheFloor(t *testing.T) {
 	var minted atomic.Int64
 	now := time.Now()
 	cache := newTokenCache()
-	mint := func(context.Context) (*Token, error) {
+	mint := func(context.Context) (*token, error) {
 		minted.Add(1)
 		// A token with 20 of its 30 minutes left.
-		return &Token{AccessToken: "t", Lifetime: 30 * time.Minute, ExpiresAt: now.Add(20 * time.Minute)}, nil
+		return &token{AccessToken: "t", Lifetime: 30 * time.Minute, ExpiresAt: now.Add(20 * time.Minute)}, nil
 	}
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -96,17 +96,17 @@ func TestReuse_neverBelowTheFloor(t *testing.T) {
 		{floor: 0, wantMints: 1},                // default floor: half of 30m = 15m <= 20m
 		{floor: 25 * time.Minute, wantMints: 3}, // 20m left < 25m: every read mints
 	} {
-		if _, _, err := cache.fetch(ctx, "r", tc.floor, mint); err != nil {
+		if _, _, err := cache.fetch(ctx, "r", "fp", tc.floor, mint); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := cache.fetch(ctx, "r", tc.floor, mint); err != nil {
+		if _, _, err := cache.fetch(ctx, "r", "fp", tc.floor, mint); err != nil {
 			t.Fatal(err)
 		}
 		if got := minted.Load(); got != tc.wantMints {
 			t.Errorf("floor %s: %d mints so far, want %d", tc.floor, got, tc.wantMints)
 		}
 	}
-	if cache.get("r", 21*time.Minute, now) != nil {
+	if cache.get("r", "fp", 21*time.Minute, now) != nil {
 		t.Errorf("get handed out a token with less life left than the floor")
 	}
 }
@@ -114,9 +114,9 @@ func TestReuse_neverBelowTheFloor(t *testing.T) {
 func TestReuse_failedMintIsNotCached(t *testing.T) {
 	cache := newTokenCache()
 	var calls int
-	fail := func(context.Context) (*Token, error) { calls++; return nil, errors.New("boom") }
+	fail := func(context.Context) (*token, error) { calls++; return nil, errors.New("boom") }
 	for range 2 {
-		if _, _, err := cache.fetch(context.Background(), "r", 0, fail); err == nil {
+		if _, _, err := cache.fetch(context.Background(), "r", "fp", 0, fail); err == nil {
 			t.Fatal("fetch succeeded")
 		}
 	}
@@ -160,7 +160,7 @@ func TestReuse_deletedRoleStopsServing(t *testing.T) {
 
 func TestReuse_leaseIsTheRemainingValidity(t *testing.T) {
 	now := time.Now()
-	tok := &Token{ExpiresIn: 30 * time.Minute, Lifetime: 30 * time.Minute, ExpiresAt: now.Add(17 * time.Minute)}
+	tok := &token{ExpiresIn: 30 * time.Minute, Lifetime: 30 * time.Minute, ExpiresAt: now.Add(17 * time.Minute)}
 	if ttl, _ := leaseTTL(tok, now, 0, 0); ttl != 17*time.Minute {
 		t.Errorf("lease for a cached token = %s, want its remaining 17m", ttl)
 	}

@@ -42,9 +42,16 @@ func TestParseTokenReply(t *testing.T) {
 	}{
 		{"fresh token", "application/json; charset=UTF-8", reply("Bearer", 1800, fresh), 1800 * time.Second, ""},
 		{"bearer in lower case", "application/json", reply("bearer", 1800, fresh), 1800 * time.Second, ""},
-		{"legacy day-long token", "application/json", reply("Bearer", 86400, "opaque"), 24 * time.Hour, ""},
+		{"legacy day-long token", "application/json", reply("Bearer", 86400, testJWT(map[string]any{"sub": "u-1"})), 24 * time.Hour, ""},
 		{"exp shorter than expires_in", "application/json", reply("Bearer", 1800, shortExp), 300 * time.Second, ""},
-		{"opaque token without claims", "application/json", reply("Bearer", 600, "opaque"), 600 * time.Second, ""},
+		{"JWT-shaped token without readable claims", "application/json", reply("Bearer", 600, "aaa.bbb.ccc"), 600 * time.Second, ""},
+		{"opaque token", "application/json", reply("Bearer", 600, "opaque"), 0, "not a JWT"},
+		{"token with a newline", "application/json", reply("Bearer", 600, fresh+"\r\nX-Injected: 1"), 0, "characters"},
+		{"token with a space", "application/json", reply("Bearer", 600, "a.b c.d"), 0, "characters"},
+		{"token with an empty part", "application/json", reply("Bearer", 600, "a..c"), 0, "empty part"},
+		{"token with a quote", "application/json", reply("Bearer", 600, `a.b".c`), 0, "characters"},
+		{"fractional expires_in is cut", "application/json", reply("Bearer", 1800.9, testJWT(map[string]any{"sub": "u"})), 1800 * time.Second, ""},
+		{"expires_in under a second", "application/json", reply("Bearer", 0.5, fresh), 0, "positive"},
 		{"no content type", "", reply("Bearer", 1800, fresh), 1800 * time.Second, ""},
 		{"array audience", "application/json", reply("Bearer", 1800, arrayAud), 1800 * time.Second, ""},
 		{"HTML page", "text/html", "<html><body>Sign in</body></html>", 0, "HTML page"},
@@ -54,21 +61,21 @@ func TestParseTokenReply(t *testing.T) {
 		{"empty body", "application/json", ``, 0, "truncated"},
 		{"no access_token", "application/json", `{"token_type":"Bearer","expires_in":1800}`, 0, "no access_token"},
 		{"MAC token", "application/json", reply("MAC", 1800, fresh), 0, "token_type"},
-		{"missing expires_in", "application/json", `{"token_type":"Bearer","access_token":"x"}`, 0, "no expires_in"},
+		{"missing expires_in", "application/json", `{"token_type":"Bearer","access_token":"a.b.c"}`, 0, "no expires_in"},
 		{"zero expires_in", "application/json", reply("Bearer", 0, fresh), 0, "positive"},
 		{"negative expires_in", "application/json", reply("Bearer", -5, fresh), 0, "positive"},
 		{"absurd expires_in", "application/json", reply("Bearer", 315360000, fresh), 0, "longer than"},
-		{"expires_in as numeric string", "application/json", `{"token_type":"Bearer","expires_in":"1800","access_token":"x"}`, 1800 * time.Second, ""},
+		{"expires_in as numeric string", "application/json", `{"token_type":"Bearer","expires_in":"1800","access_token":"a.b.c"}`, 1800 * time.Second, ""},
 		{"expires_in as word", "application/json", `{"token_type":"Bearer","expires_in":"soon","access_token":"x"}`, 0, "malformed"},
 		{"exp already passed", "application/json", reply("Bearer", 1800, pastExp), 0, "already passed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, err := parseTokenReply(tc.contentType, []byte(tc.body), testNow)
+			tok, err := parseTokenReply(tc.contentType, []byte(tc.body), testNow, testNow, redactor{})
 			if tc.wantErr != "" {
-				var upErr *UpstreamError
+				var upErr *upstreamError
 				if !errors.As(err, &upErr) || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want an UpstreamError containing %q", err, tc.wantErr)
+					t.Fatalf("err = %v, want an upstreamError containing %q", err, tc.wantErr)
 				}
 				return
 			}
@@ -85,23 +92,57 @@ func TestParseTokenReply(t *testing.T) {
 	}
 }
 
-func TestParseTokenReply_expSlackKeepsExpiresIn(t *testing.T) {
-	// exp has whole-second resolution: a token whose exp is a second short
-	// of receipt+expires_in still gets the full expires_in.
-	now := testNow.Add(900 * time.Millisecond)
-	tok, err := parseTokenReply("application/json", []byte(reply("Bearer", 1800, testJWT(map[string]any{"exp": testNow.Unix() + 1800}))), now)
-	if err != nil {
-		t.Fatal(err)
+func TestParseTokenReply_deadlineIsTheEarlierOfExpAndSentPlusExpiresIn(t *testing.T) {
+	exp := testNow.Unix() + 1800 // whole seconds, as Piwik PRO writes it
+	body := []byte(reply("Bearer", 1800, testJWT(map[string]any{"exp": exp})))
+	for _, tc := range []struct {
+		name      string
+		sent      time.Time
+		wantAt    time.Time
+		wantLife  time.Duration
+		wantLease time.Duration // at sent + 10ms
+	}{
+		// The request left before exp-1800: sent+expires_in comes first.
+		{"sent before iat", testNow.Add(-400 * time.Millisecond), testNow.Add(1800*time.Second - 400*time.Millisecond), 1800 * time.Second, 1799 * time.Second},
+		// The request left after iat (exp is cut to the second): exp comes first.
+		{"sent after iat", testNow.Add(600 * time.Millisecond), testNow.Add(1800 * time.Second), 1800*time.Second - 600*time.Millisecond, 1799 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := parseTokenReply("application/json", body, tc.sent, tc.sent.Add(5*time.Millisecond), redactor{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tok.ExpiresAt.Equal(tc.wantAt) || tok.Lifetime != tc.wantLife {
+				t.Errorf("expires_at %s, lifetime %s; want %s, %s", tok.ExpiresAt, tok.Lifetime, tc.wantAt, tc.wantLife)
+			}
+			if tok.ExpiresAt.After(time.Unix(exp, 0)) {
+				t.Errorf("expires_at %s is after the JWT's exp", tok.ExpiresAt)
+			}
+			if tok.ExpCut {
+				t.Errorf("a sub-second difference is reported as exp cutting the token short")
+			}
+			if ttl, _ := leaseTTL(tok, tc.sent.Add(10*time.Millisecond), 0, 0); ttl != tc.wantLease {
+				t.Errorf("lease %s, want %s (truncated, never rounded up)", ttl, tc.wantLease)
+			}
+		})
 	}
-	if tok.Lifetime != 1800*time.Second {
-		t.Errorf("lifetime = %s, want 30m", tok.Lifetime)
+}
+
+func TestLeaseTTL_isTruncatedNeverRoundedUp(t *testing.T) {
+	tok := &token{ExpiresIn: time.Minute, Lifetime: time.Minute, ExpiresAt: testNow.Add(1600 * time.Millisecond)}
+	if ttl, _ := leaseTTL(tok, testNow, 0, 0); ttl != time.Second {
+		t.Errorf("1.6s left gives a %s lease, want 1s", ttl)
+	}
+	tok.ExpiresAt = testNow.Add(600 * time.Millisecond)
+	if ttl, _ := leaseTTL(tok, testNow, 0, 0); ttl != 0 {
+		t.Errorf("0.6s left gives a %s lease, want 0 (refused by the caller)", ttl)
 	}
 }
 
 func TestReadClaims(t *testing.T) {
 	iat := testNow.Unix()
 	got := readClaims(testJWT(map[string]any{"sub": "u-1", "org": "default", "aud": "Client-Name-1", "iat": iat, "exp": iat + 1800, "eml": "x@example.com"}))
-	want := Claims{Subject: "u-1", Org: "default", Audience: []string{"Client-Name-1"}, IssuedAt: testNow, Expiry: testNow.Add(30 * time.Minute)}
+	want := claims{Subject: "u-1", Org: "default", Audience: []string{"Client-Name-1"}, IssuedAt: testNow, Expiry: testNow.Add(30 * time.Minute)}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("claims = %+v, want %+v", got, want)
 	}
@@ -113,7 +154,7 @@ func TestReadClaims(t *testing.T) {
 }
 
 func TestLeaseTTL(t *testing.T) {
-	tok := &Token{ExpiresIn: 30 * time.Minute, Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(30 * time.Minute)}
+	tok := &token{ExpiresIn: 30 * time.Minute, Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(30 * time.Minute)}
 	cases := []struct {
 		name           string
 		roleTTL, max   time.Duration

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -28,6 +29,9 @@ type faultRequest struct {
 	RetryAfter int       `json:"retry_after"`
 	DelayMS    int       `json:"delay_ms"`
 	Count      int       `json:"count"`
+	Status     int       `json:"status"`
+	Location   string    `json:"location"`
+	Echo       string    `json:"echo"`
 }
 
 // lifetimeRequest is the body of POST /_standin/lifetime.
@@ -108,11 +112,18 @@ func (s *Server) controlFault(r *http.Request) error {
 		return fmt.Errorf("unknown fault kind %q", req.Kind)
 	case req.RetryAfter < 0 || req.DelayMS < 0 || req.Count < 0:
 		return errors.New("retry_after, delay_ms and count must not be negative")
+	case req.Status != 0 && (req.Status < 300 || req.Status > 399):
+		return fmt.Errorf("status %d is not a redirect", req.Status)
+	case req.Echo != "" && !slices.Contains(echoModes, req.Echo):
+		return fmt.Errorf("unknown echo mode %q", req.Echo)
 	}
 	f := Fault{
 		Kind:       req.Kind,
 		RetryAfter: req.RetryAfter,
 		Delay:      time.Duration(req.DelayMS) * time.Millisecond,
+		Status:     req.Status,
+		Location:   req.Location,
+		Echo:       req.Echo,
 	}
 	switch {
 	case req.Count > 0:

@@ -2,8 +2,10 @@ package standin
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -66,7 +68,43 @@ const (
 	FaultShortJWT FaultKind = "short_jwt"
 	// FaultBadJWT replies normally but with access_token "not-a-jwt".
 	FaultBadJWT FaultKind = "bad_jwt"
+	// FaultNotImplemented replies 501 with an HTML page, as a proxy would.
+	FaultNotImplemented FaultKind = "not_implemented"
+
+	// The faults below are a hostile server's, for the attacker's tests.
+
+	// FaultRedirect replies Status (default 307) with Location.
+	FaultRedirect FaultKind = "redirect"
+	// FaultEcho replies with the request's client secret echoed in the way
+	// Echo names; see the Echo* constants.
+	FaultEcho FaultKind = "echo"
+	// FaultHugeHeader replies 200 with an 8 MiB header before the body.
+	FaultHugeHeader FaultKind = "huge_header"
 )
+
+// The ways FaultEcho echoes the secret.
+const (
+	// EchoBody: a 400 invalid_request whose description quotes the whole
+	// request body (so the secret is JSON-escaped twice).
+	EchoBody = "body"
+	// EchoRaw: a 500 text/plain body with the secret as it is.
+	EchoRaw = "raw"
+	// EchoJSON: a 400 invalid_request whose description holds the secret,
+	// JSON-escaped once.
+	EchoJSON = "json"
+	// EchoURL: a 400 text/plain body with the secret query-escaped.
+	EchoURL = "url"
+	// EchoQuoted: a 502 text/plain body with the secret Go-quoted.
+	EchoQuoted = "quoted"
+	// EchoTokenType: a 200 token reply whose token_type is the secret.
+	EchoTokenType = "token_type"
+	// EchoLocation: a 302 whose Location carries the secret in its path
+	// and query.
+	EchoLocation = "location"
+)
+
+// echoModes lists the Echo* constants, for validation.
+var echoModes = []string{EchoBody, EchoRaw, EchoJSON, EchoURL, EchoQuoted, EchoTokenType, EchoLocation}
 
 // faultKinds lists every kind but FaultNone, for Valid.
 var faultKinds = []FaultKind{
@@ -75,7 +113,7 @@ var faultKinds = []FaultKind{
 	FaultSlow, FaultTrickle, FaultHuge, FaultHTML, FaultTruncated,
 	FaultNoAccessToken, FaultZeroExpiry, FaultNegativeExpiry,
 	FaultAbsurdExpiry, FaultWrongTokenType, FaultExpiredJWT, FaultShortJWT,
-	FaultBadJWT,
+	FaultBadJWT, FaultNotImplemented, FaultRedirect, FaultEcho, FaultHugeHeader,
 }
 
 // Valid reports whether k is a known fault kind or FaultNone.
@@ -99,6 +137,11 @@ type Fault struct {
 	// Delay is the pause between bytes for FaultTrickle (default 200ms) and
 	// the pause before the reply for FaultSlow (default 200ms).
 	Delay time.Duration
+	// Status and Location are the reply of FaultRedirect.
+	Status   int
+	Location string
+	// Echo is how FaultEcho echoes the secret (EchoBody, EchoRaw, ...).
+	Echo string
 }
 
 const (
@@ -113,6 +156,9 @@ const (
 
 	// hugeSize is about how large the body of FaultHuge is.
 	hugeSize = 20 << 20
+
+	// hugeHeaderSize is the size of the header FaultHugeHeader sends.
+	hugeHeaderSize = 8 << 20
 )
 
 // retryAfter returns the Retry-After of f in seconds.
@@ -133,8 +179,22 @@ func (f Fault) delay() time.Duration {
 
 // serveFault sends the reply of a fault that replaces the whole reply and
 // reports whether it did; for the other faults it does nothing.
-func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f Fault, lifetime time.Duration) bool {
+func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f Fault, lifetime time.Duration, body []byte) bool {
 	switch f.Kind {
+	case FaultRedirect:
+		w.Header().Set("Location", f.Location)
+		status := f.Status
+		if status == 0 {
+			status = http.StatusTemporaryRedirect
+		}
+		textReply(status, http.StatusText(status)).write(w)
+	case FaultEcho:
+		s.echoReply(r, f.Echo, body, lifetime).write(w)
+	case FaultHugeHeader:
+		w.Header().Set("X-Padding", strings.Repeat("p", hugeHeaderSize))
+		s.tokenReply(r.Header.Get("Content-Type"), body, nil, FaultNone).write(w)
+	case FaultNotImplemented:
+		proxyReply(http.StatusNotImplemented).write(w)
 	case FaultRateLimit:
 		w.Header().Set("Retry-After", strconv.Itoa(f.retryAfter()))
 		textReply(http.StatusTooManyRequests, "Too Many Requests").write(w)
@@ -159,6 +219,35 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f Fault, lif
 		return false
 	}
 	return true
+}
+
+// echoReply is the reply of FaultEcho: the client secret of the request
+// echoed back in the way mode names.
+func (s *Server) echoReply(r *http.Request, mode string, body []byte, lifetime time.Duration) reply {
+	req, _ := parseTokenRequest(r.Header.Get("Content-Type"), body, nil)
+	secret := req.ClientSecret
+	switch mode {
+	case EchoBody:
+		return invalidRequest("The request was: " + string(body))
+	case EchoJSON:
+		return errorReply(http.StatusBadRequest, oauthError{Error: "invalid_request", Description: "client_secret " + secret + " is not accepted here"})
+	case EchoURL:
+		return textReply(http.StatusBadRequest, "bad request: client_secret="+url.QueryEscape(secret))
+	case EchoQuoted:
+		return textReply(http.StatusBadGateway, fmt.Sprintf("upstream said %q", secret))
+	case EchoTokenType:
+		c, _, _ := s.lookup(req.ClientID)
+		rp := s.issue(c, lifetime, FaultNone)
+		var tok map[string]any
+		_ = json.Unmarshal(rp.body, &tok)
+		tok["token_type"] = secret
+		return jsonReply(http.StatusOK, jsonUTF8, tok)
+	case EchoLocation:
+		return reply{status: http.StatusFound, contentType: "text/plain", body: []byte("Found"),
+			location: "https://collector.invalid/" + url.PathEscape(secret) + "?s=" + url.QueryEscape(secret)}
+	default: // EchoRaw
+		return textReply(http.StatusInternalServerError, "internal error for client_secret="+secret)
+	}
 }
 
 // faultStatus maps the proxy error faults to their status codes.

@@ -366,6 +366,18 @@ func TestFaults(t *testing.T) {
 		{"expired jwt", Fault{Kind: FaultExpiredJWT}, 0, wantExpiredJWT},
 		{"short jwt", Fault{Kind: FaultShortJWT}, 0, wantToken(1800, 300, true)},
 		{"bad jwt", Fault{Kind: FaultBadJWT}, 0, wantBadJWT},
+		{"not implemented", Fault{Kind: FaultNotImplemented}, 0, wantHTML(http.StatusNotImplemented, "501 Not Implemented")},
+		{"redirect", Fault{Kind: FaultRedirect, Status: http.StatusPermanentRedirect, Location: "https://elsewhere.invalid/auth/token"}, 0,
+			wantLocation(http.StatusPermanentRedirect, "https://elsewhere.invalid/auth/token")},
+		{"redirect default status", Fault{Kind: FaultRedirect, Location: "/x"}, 0, wantLocation(http.StatusTemporaryRedirect, "/x")},
+		{"echo body", Fault{Kind: FaultEcho, Echo: EchoBody}, 0, wantEcho(http.StatusBadRequest, `\"client_secret\":\"`+testSecret)},
+		{"echo raw", Fault{Kind: FaultEcho, Echo: EchoRaw}, 0, wantEcho(http.StatusInternalServerError, "client_secret="+testSecret)},
+		{"echo json", Fault{Kind: FaultEcho, Echo: EchoJSON}, 0, wantEcho(http.StatusBadRequest, "client_secret "+testSecret)},
+		{"echo url", Fault{Kind: FaultEcho, Echo: EchoURL}, 0, wantEcho(http.StatusBadRequest, "client_secret="+testSecret)},
+		{"echo quoted", Fault{Kind: FaultEcho, Echo: EchoQuoted}, 0, wantEcho(http.StatusBadGateway, `"`+testSecret+`"`)},
+		{"echo token_type", Fault{Kind: FaultEcho, Echo: EchoTokenType}, 0, wantEcho(http.StatusOK, `"token_type":"`+testSecret+`"`)},
+		{"echo location", Fault{Kind: FaultEcho, Echo: EchoLocation}, 0, wantLocation(http.StatusFound, "https://collector.invalid/"+testSecret+"?s="+testSecret)},
+		{"huge header", Fault{Kind: FaultHugeHeader}, 0, wantHugeHeader},
 	}
 	covered := map[FaultKind]bool{}
 	for _, tt := range tests {
@@ -373,7 +385,8 @@ func TestFaults(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, ts := newTest(t, Options{})
 			s.SetFault(tt.fault)
-			c := &http.Client{Transport: ts.Client().Transport, Timeout: tt.timeout}
+			c := &http.Client{Transport: ts.Client().Transport, Timeout: tt.timeout,
+				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 			resp, err := post(t, c, ts, "/auth/token", "application/json", jsonCreds("client_credentials", testID, testSecret))
 			tt.check(t, s, resp, err)
 		})
@@ -420,6 +433,39 @@ func wantPlain(status int, retryAfter, body string) func(*testing.T, *Server, *h
 		wantExact(status, "text/plain; charset=utf-8", body)(t, s, resp, err)
 		if got := resp.Header.Get("Retry-After"); got != retryAfter {
 			t.Errorf("Retry-After = %q, want %q", got, retryAfter)
+		}
+	}
+}
+
+func wantLocation(status int, location string) func(*testing.T, *Server, *http.Response, error) {
+	return func(t *testing.T, _ *Server, resp *http.Response, err error) {
+		mustReply(t, resp, err)
+		wantStatus(t, resp, status, "")
+		if got := resp.Header.Get("Location"); got != location {
+			t.Errorf("Location = %q, want %q", got, location)
+		}
+	}
+}
+
+// wantHugeHeader: net/http's client accepts up to 10 MiB of headers by
+// default, so the 8 MiB header arrives, with a token after it.
+func wantHugeHeader(t *testing.T, _ *Server, resp *http.Response, err error) {
+	body := mustReply(t, resp, err)
+	wantStatus(t, resp, http.StatusOK, "")
+	if got := len(resp.Header.Get("X-Padding")); got != hugeHeaderSize {
+		t.Errorf("X-Padding is %d bytes, want %d", got, hugeHeaderSize)
+	}
+	if !bytes.Contains(body, []byte(`"access_token"`)) {
+		t.Errorf("body = %.200s, want a token reply", body)
+	}
+}
+
+func wantEcho(status int, text string) func(*testing.T, *Server, *http.Response, error) {
+	return func(t *testing.T, _ *Server, resp *http.Response, err error) {
+		body := mustReply(t, resp, err)
+		wantStatus(t, resp, status, "")
+		if !bytes.Contains(body, []byte(text)) {
+			t.Errorf("body = %s, want it to echo %s", body, text)
 		}
 	}
 }

@@ -70,6 +70,7 @@ type reply struct {
 	status      int
 	contentType string
 	body        []byte
+	location    string // a Location header, when set
 }
 
 // writeHeader sends the status line and headers of rp.
@@ -77,6 +78,9 @@ func (rp reply) writeHeader(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", rp.contentType)
 	h.Set("Content-Length", strconv.Itoa(len(rp.body)))
+	if rp.location != "" {
+		h.Set("Location", rp.location)
+	}
 	w.WriteHeader(rp.status)
 }
 
@@ -155,7 +159,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	if f.Kind == FaultSlow && !s.pause(r.Context(), f.delay()) {
 		return
 	}
-	if s.serveFault(w, r, f, s.currentLifetime()) {
+	if s.serveFault(w, r, f, s.currentLifetime(), body) {
 		return
 	}
 	rp := s.tokenReply(r.Header.Get("Content-Type"), body, readErr, f.Kind)

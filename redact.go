@@ -1,0 +1,318 @@
+package piwik
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"html"
+	"mime"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// excerptLen bounds how much of an upstream text ends up in an error.
+const excerptLen = 120
+
+// redactedMark replaces a secret found in upstream text.
+const redactedMark = "[redacted]"
+
+// echoedNotice replaces a whole upstream text that still holds the secret
+// in some encoding after the known forms were replaced.
+const echoedNotice = "[reply withheld: it echoed the client secret]"
+
+// redactor scrubs one client secret from text that came from Piwik PRO (or
+// from whatever answers at its URL) before the text reaches an error, a
+// warning or a log. Every upstream string passes through text; nothing
+// else in the plugin quotes the upstream.
+type redactor struct {
+	secret string
+	// forms are the encodings the secret can be echoed in: raw, escaped
+	// inside a JSON string (with and without HTML escaping, with escaped
+	// slashes, ASCII-only), percent-encoded (query and path style, either
+	// hex case) and Go-quoted. Longest first, so that a form containing
+	// another is replaced whole.
+	forms []string
+}
+
+func newRedactor(secret string) redactor {
+	if secret == "" {
+		return redactor{}
+	}
+	seen := map[string]bool{}
+	var forms []string
+	add := func(f string) {
+		if f != "" && !seen[f] {
+			seen[f] = true
+			forms = append(forms, f)
+		}
+	}
+	add(secret)
+	for _, f := range jsonForms(secret) {
+		add(f)
+		add(strings.ReplaceAll(f, "/", `\/`))
+	}
+	for _, f := range []string{url.QueryEscape(secret), url.PathEscape(secret)} {
+		add(f)
+		add(lowerPercentHex(f))
+	}
+	add(unquoted(strconv.Quote(secret)))
+	add(unquoted(strconv.QuoteToASCII(secret)))
+	slices.SortStableFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	return redactor{secret: secret, forms: forms}
+}
+
+// jsonForms returns secret as it appears inside a JSON string written by
+// common encoders: Go's (HTML-escaped), plain, and ASCII-only with \u
+// escapes in either hex case.
+func jsonForms(secret string) []string {
+	htmlEscaped, _ := json.Marshal(secret)
+	var plain bytes.Buffer
+	enc := json.NewEncoder(&plain)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(secret)
+	ascii := asciiJSON(unquoted(strings.TrimSpace(plain.String())))
+	return []string{
+		unquoted(string(htmlEscaped)),
+		unquoted(strings.TrimSpace(plain.String())),
+		ascii,
+		upperUnicodeEscapes(ascii),
+	}
+}
+
+// asciiJSON rewrites every non-ASCII rune of an escaped JSON string body
+// as \uXXXX (lower-case hex, surrogate pairs beyond the BMP).
+func asciiJSON(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r < utf8.RuneSelf:
+			b.WriteRune(r)
+		case r > 0xFFFF:
+			hi, lo := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, hi, lo)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+	}
+	return b.String()
+}
+
+// upperUnicodeEscapes upper-cases the hex digits of every \uXXXX in s.
+func upperUnicodeEscapes(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+6 <= len(s) && s[i+1] == 'u' {
+			b.WriteString(`\u` + strings.ToUpper(s[i+2:i+6]))
+			i += 5
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// lowerPercentHex lower-cases the hex digits of every %XX in s.
+func lowerPercentHex(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+3 <= len(s) {
+			b.WriteString("%" + strings.ToLower(s[i+1:i+3]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// unquoted drops the surrounding quotes of a quoted string.
+func unquoted(q string) string {
+	if len(q) >= 2 {
+		return q[1 : len(q)-1]
+	}
+	return q
+}
+
+// scrub replaces the secret in every known form, then withholds the whole
+// text if the secret can still be found after decoding it (an encoding not
+// listed, or one nested in another).
+func (r redactor) scrub(s string) string {
+	if r.secret == "" {
+		return s
+	}
+	for _, f := range r.forms {
+		s = strings.ReplaceAll(s, f, redactedMark)
+	}
+	for _, decoded := range decodings(s) {
+		if strings.Contains(decoded, r.secret) {
+			return echoedNotice
+		}
+	}
+	return s
+}
+
+// text is how upstream text enters a message: scrubbed of the secret,
+// control characters replaced, cut to excerptLen runes.
+func (r redactor) text(s string) string {
+	s = strings.Map(func(c rune) rune {
+		if isControl(c) {
+			return ' '
+		}
+		return c
+	}, r.scrub(s))
+	if runes := []rune(s); len(runes) > excerptLen {
+		s = string(runes[:excerptLen]) + "…"
+	}
+	return s
+}
+
+// describeBody summarises a reply body for an error message: a short,
+// printable excerpt of JSON or text, and never the markup of an HTML page.
+func (r redactor) describeBody(contentType string, body []byte) string {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return "empty body"
+	}
+	if looksLikeHTML(contentType, body) {
+		return fmt.Sprintf("an HTML page (%d bytes), not JSON", len(body))
+	}
+	return fmt.Sprintf("body %q", r.text(string(body)))
+}
+
+// decodings returns s decoded by each decoder the secret could hide behind
+// (JSON/Go backslash escapes, percent-encoding, HTML entities), and by each
+// pair of them, for nested encodings.
+func decodings(s string) []string {
+	decoders := []func(string) string{
+		unescapeBackslashes,
+		func(s string) string { return unescapePercent(s, false) },
+		func(s string) string { return unescapePercent(s, true) },
+		html.UnescapeString,
+	}
+	out := []string{}
+	for _, first := range decoders {
+		once := first(s)
+		out = append(out, once)
+		for _, second := range decoders {
+			out = append(out, second(once))
+		}
+	}
+	return out
+}
+
+// unescapeBackslashes decodes the backslash escapes of JSON and Go string
+// literals (\" \\ \/ \n \t \uXXXX with surrogate pairs, \xNN), leaving
+// anything it does not recognise as it is.
+func unescapeBackslashes(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		c := s[i+1]
+		switch c {
+		case '"', '\\', '/', '\'':
+			b.WriteByte(c)
+			i++
+		case 'n':
+			b.WriteByte('\n')
+			i++
+		case 't':
+			b.WriteByte('\t')
+			i++
+		case 'r':
+			b.WriteByte('\r')
+			i++
+		case 'u':
+			r, width := decodeUnicodeEscape(s[i:])
+			if width == 0 {
+				b.WriteByte(s[i])
+				continue
+			}
+			b.WriteRune(r)
+			i += width - 1
+		case 'x':
+			if v, err := strconv.ParseUint(safeSlice(s, i+2, i+4), 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+			b.WriteByte(s[i])
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+// decodeUnicodeEscape decodes \uXXXX (and a following low surrogate) at
+// the start of s, returning the rune and the bytes used (0 when invalid).
+func decodeUnicodeEscape(s string) (rune, int) {
+	v, err := strconv.ParseUint(safeSlice(s, 2, 6), 16, 32)
+	if err != nil {
+		return 0, 0
+	}
+	r := rune(v)
+	if utf16.IsSurrogate(r) && strings.HasPrefix(safeSlice(s, 6, 8), `\u`) {
+		if lo, err := strconv.ParseUint(safeSlice(s, 8, 12), 16, 32); err == nil {
+			if pair := utf16.DecodeRune(r, rune(lo)); pair != utf8.RuneError {
+				return pair, 12
+			}
+		}
+	}
+	return r, 6
+}
+
+// unescapePercent decodes %XX sequences (either hex case), and '+' as a
+// space when plusIsSpace, leaving malformed sequences as they are.
+func unescapePercent(s string, plusIsSpace bool) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '+' && plusIsSpace:
+			b.WriteByte(' ')
+		case s[i] == '%':
+			if v, err := strconv.ParseUint(safeSlice(s, i+1, i+3), 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+			b.WriteByte(s[i])
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+// safeSlice is s[from:to], or "" when that is out of range.
+func safeSlice(s string, from, to int) string {
+	if from < 0 || to > len(s) || from > to {
+		return ""
+	}
+	return s[from:to]
+}
+
+// looksLikeHTML reports whether a reply is an HTML page, by its declared
+// type or by its first byte.
+func looksLikeHTML(contentType string, body []byte) bool {
+	mediaType, _, _ := mime.ParseMediaType(contentType)
+	if mediaType == "text/html" || mediaType == "application/xhtml+xml" {
+		return true
+	}
+	return bytes.HasPrefix(bytes.TrimSpace(body), []byte("<"))
+}
+
+func isControl(r rune) bool {
+	return r < 0x20 || r == 0x7f
+}
