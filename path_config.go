@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"golang.org/x/net/idna"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/net/idna"
 )
 
 const (
