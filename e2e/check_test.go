@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -19,6 +21,7 @@ type checkResult struct {
 	OK          bool   `json:"ok"`
 	Credentials string `json:"credentials"` // roles only: "role" or "config"
 	Error       string `json:"error"`
+	Status      int    `json:"status"` // failures only: the status they map to
 }
 
 // TestCheckReportsDroppedRoleCredential pins piwik/check and
@@ -42,7 +45,7 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 
 	hidden := []string{st.clientSecret, analyst["client_secret"]}
 	before := st.stats(t)
-	report := readCheck(t, v, mount, hidden)
+	report := readCheck(t, v, mount, hidden, http.StatusOK)
 	if issued := st.stats(t).TokensIssued - before.TokensIssued; issued != 2 {
 		t.Errorf("the check made Piwik PRO issue %d tokens, want 2 (config and analyst)", issued)
 	}
@@ -59,7 +62,8 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	st.control(t, "credentials", replaced)
 	hidden = append(hidden, replaced["client_secret"])
 
-	report = readCheck(t, v, mount, hidden)
+	// A probe that only looks at the status sees the failure: 502.
+	report = readCheck(t, v, mount, hidden, http.StatusBadGateway)
 	if report.Data.OK {
 		t.Error("check: ok = true after the analyst credential was dropped")
 	}
@@ -97,11 +101,25 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	}
 }
 
-// readCheck runs `vault read -format=json <mount>/check` and fails t if its
-// output holds a token, "access_token" or one of hidden.
-func readCheck(t *testing.T, v *vaultServer, mount string, hidden []string) checkReport {
+// readCheck reads <mount>/check over the HTTP API, as a monitoring probe
+// would, and fails t unless it answers status, or if its body holds a
+// token, "access_token" or one of hidden.
+func readCheck(t *testing.T, v *vaultServer, mount string, hidden []string, status int) checkReport {
 	t.Helper()
-	out := v.vault(t, "read", "-format=json", mount+"/check")
+	client := v.client(t, v.token)
+	resp, err := client.RawRequest(client.NewRequest(http.MethodGet, "/v1/"+mount+"/check"))
+	if resp == nil {
+		t.Fatalf("GET %s/check: %v", mount, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s/check: %v", mount, err)
+	}
+	out := string(raw)
+	if resp.StatusCode != status {
+		t.Errorf("GET %s/check: HTTP %d, want %d:\n%s", mount, resp.StatusCode, status, redact(out))
+	}
 	if jwtShape.MatchString(out) || strings.Contains(out, "access_token") {
 		t.Fatalf("vault read %s/check shows a token:\n%s", mount, redact(out))
 	}

@@ -29,7 +29,9 @@ var pluginPaths = []struct {
 
 // sensitiveFields must never have a default or an example in the document,
 // must be marked sensitive where they are written, and are never returned.
-var sensitiveFields = []string{"client_id", "client_secret"}
+// client_id is an identifier, returned on read like the AWS and Azure
+// engines' key and client ids; the secret is what grants access.
+var sensitiveFields = []string{"client_secret"}
 
 // oasDoc is the part of Vault's OpenAPI document the test reads.
 type oasDoc struct {

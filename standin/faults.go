@@ -85,7 +85,7 @@ const (
 // The ways FaultEcho echoes the secret.
 const (
 	// EchoBody: a 400 invalid_request whose description quotes the whole
-	// request body (so the secret is JSON-escaped twice).
+	// request body (so the secret is JSON-escaped twice in the reply).
 	EchoBody = "body"
 	// EchoRaw: a 500 text/plain body with the secret as it is.
 	EchoRaw = "raw"
@@ -228,7 +228,7 @@ func (s *Server) echoReply(r *http.Request, mode string, body []byte, lifetime t
 	secret := req.ClientSecret
 	switch mode {
 	case EchoBody:
-		return invalidRequest("The request was: " + string(body))
+		return errorReply(http.StatusBadRequest, oauthError{Error: "invalid_request", Description: "The request was: " + string(body)})
 	case EchoJSON:
 		return errorReply(http.StatusBadRequest, oauthError{Error: "invalid_request", Description: "client_secret " + secret + " is not accepted here"})
 	case EchoURL:
