@@ -47,7 +47,7 @@ func TestAttack_redirectsAreNeverFollowed(t *testing.T) {
 			client, piwik := newTestClient(t, 5*time.Second, 3)
 			piwik.SetFault(standin.Fault{Kind: standin.FaultRedirect, Status: status,
 				Location: collector.URL + "/auth/token?leak=" + testClientSecret})
-			_, err := client.mint(t.Context(), testCreds)
+			_, err := client.mint(t.Context(), testCreds, nil)
 			upErr, ok := asUpstreamError(err)
 			if !ok || upErr.Kind != kindRedirect || upErr.Status != status {
 				t.Fatalf("err = %v, want a redirect error for %d", err, status)
@@ -410,7 +410,7 @@ func TestAttack_typedSecretIsRefusedWithoutEcho(t *testing.T) {
 func TestAttack_hungAttemptIsRetriedWithinTheTimeout(t *testing.T) {
 	client, piwik := newTestClient(t, 3*time.Second, 2)
 	piwik.FailNext(1, standin.Fault{Kind: standin.FaultHang})
-	if _, err := client.mint(t.Context(), testCreds); err != nil {
+	if _, err := client.mint(t.Context(), testCreds, nil); err != nil {
 		t.Fatalf("an upstream that hangs once, then answers: %v", err)
 	}
 	if got := piwik.TokenRequests(); got != 2 {
@@ -421,7 +421,7 @@ func TestAttack_hungAttemptIsRetriedWithinTheTimeout(t *testing.T) {
 func TestAttack_hugeHeadersAreRefused(t *testing.T) {
 	client, piwik := newTestClient(t, 5*time.Second, 0)
 	piwik.SetFault(standin.Fault{Kind: standin.FaultHugeHeader})
-	_, err := client.mint(t.Context(), testCreds)
+	_, err := client.mint(t.Context(), testCreds, nil)
 	if upErr, ok := asUpstreamError(err); !ok || upErr.Kind != kindBadReply || !strings.Contains(err.Error(), "headers are larger than 64 KiB") {
 		t.Fatalf("err = %v, want an unusable reply because of its headers", err)
 	}

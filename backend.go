@@ -61,8 +61,10 @@ type backend struct {
 	acct      *account
 	roles     map[string]*piwikRole
 
-	// tokens holds the tokens of roles with token_reuse.
+	// tokens holds the tokens of roles with token_reuse; gates pace the
+	// requests of each credential.
 	tokens  *tokenCache
+	gates   *gates
 	metrics *metrics
 
 	// maxTTL caches the mount's max lease TTL; see mountMaxTTL.
@@ -112,6 +114,7 @@ func newBackend() *backend {
 		roleLocks: locksutil.CreateLocks(),
 		roles:     make(map[string]*piwikRole),
 		tokens:    newTokenCache(),
+		gates:     newGates(time.Now),
 		metrics:   newMetrics(),
 	}
 	configPaths, rolePaths := pathConfig(b), pathRoles(b)
@@ -313,19 +316,28 @@ func (b *backend) agent(ctx context.Context) string {
 }
 
 // mint asks Piwik PRO for a token for role (a name, or "(config)") with
-// creds, and logs a failure once at warn level: a Vault at the default log
-// level then records every failed mint, with what an operator needs to act
-// on it and nothing secret.
+// creds, through the credential's gate, and logs a failed request once at
+// warn level: a Vault at the default log level then records every failed
+// mint, with what an operator needs to act on it and nothing secret. A
+// mint the gate refused without a request is only counted (and logged at
+// debug level), so that an outage does not flood the log.
 func (b *backend) mint(ctx context.Context, acct *account, role string, creds credentials) (*token, error) {
-	tok, err := acct.client.mint(withRole(ctx, role), creds)
-	if err != nil {
-		args := []any{"role", role, "kind", failureKind(err), "error", err.Error()}
-		if upErr, ok := asUpstreamError(err); ok {
-			args = append(args, "status", upErr.Status, "attempts", upErr.Attempts)
-		}
+	tok, err := acct.client.mint(withRole(ctx, role), creds, b.gates.get(acct.config.URL+"\x00"+creds.ClientID))
+	if err == nil {
+		return tok, nil
+	}
+	args := []any{"role", role, "kind", failureKind(err), "error", err.Error()}
+	upErr, ok := asUpstreamError(err)
+	if ok {
+		args = append(args, "status", upErr.Status, "attempts", upErr.Attempts)
+	}
+	if ok && upErr.NotSent {
+		b.metrics.notSentRequest(upErr.Kind)
+		b.Logger().Debug("no token request sent: the credential is in a rate-limit or backoff window", args...)
+	} else {
 		b.Logger().Warn("Piwik PRO did not issue a token", args...)
 	}
-	return tok, err
+	return nil, err
 }
 
 func (b *backend) observeAttempt(ctx context.Context, a attempt) {

@@ -148,10 +148,13 @@ func (c *client) close() {
 // mint asks Piwik PRO for a new access token for creds. Transient failures
 // (no connection, a hung attempt, 429, 5xx but 501) are retried with
 // jittered exponential backoff, all within the client's timeout and ctx;
-// each attempt has its own share of the timeout. The returned error is an
+// each attempt has its own share of the timeout. Every request first
+// passes g, the credential's gate (nil for none): a first attempt inside a
+// rate-limit or backoff window fails at once without a request, a retry
+// waits the window out when it fits the budget. The returned error is an
 // *upstreamError for every failure Piwik PRO or the network caused, and
 // holds no trace of the secret.
-func (c *client) mint(ctx context.Context, creds credentials) (*token, error) {
+func (c *client) mint(ctx context.Context, creds credentials, g *gate) (*token, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -165,24 +168,56 @@ func (c *client) mint(ctx context.Context, creds credentials) (*token, error) {
 	}
 	red := newRedactor(creds.ClientSecret)
 
+	var lastErr error
 	for n := 0; ; n++ {
+		if err := c.waitTurn(ctx, g, lastErr); err != nil {
+			return nil, err
+		}
 		tok, err := c.observedAttempt(ctx, n, body, red)
+		g.release(err)
 		if err == nil {
 			return tok, nil
 		}
+		lastErr = withAttempts(err, n+1)
 		upErr := new(upstreamError)
 		if !errors.As(err, &upErr) || !upErr.transient() || n >= c.maxRetries || ctx.Err() != nil {
-			return nil, withAttempts(err, n+1)
+			return nil, lastErr
 		}
 		wait := backoff(n)
 		if upErr.RetryAfter > 0 {
 			wait = upErr.RetryAfter
 		}
 		if !fitsBudget(ctx, wait) {
-			return nil, withAttempts(err, n+1)
+			return nil, lastErr
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
 			return nil, withAttempts(c.contextError(ctx), n+1)
+		}
+	}
+}
+
+// waitTurn takes a slot of g for the next attempt. The first attempt
+// (lastErr nil) fails fast inside a window; a retry waits the window out
+// when it fits the budget, else gives up with the last attempt's error.
+func (c *client) waitTurn(ctx context.Context, g *gate, lastErr error) error {
+	for {
+		err := g.acquire(ctx)
+		notSent, blocked := asUpstreamError(err)
+		switch {
+		case err == nil:
+			return nil
+		case !blocked:
+			if lastErr != nil && ctx.Err() == nil {
+				return lastErr
+			}
+			return c.contextError(ctx)
+		case lastErr == nil:
+			return notSent
+		case !fitsBudget(ctx, notSent.RetryAfter):
+			return lastErr
+		}
+		if err := sleepCtx(ctx, notSent.RetryAfter); err != nil {
+			return lastErr
 		}
 	}
 }

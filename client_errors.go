@@ -37,11 +37,20 @@ type upstreamError struct {
 	RetryAfter time.Duration
 	// Attempts is how many requests were made, retries included.
 	Attempts int
+	// NotSent marks an error given without a request: the credential is
+	// inside a rate-limit or backoff window (see gate). RetryAfter is then
+	// what is left of the window.
+	NotSent bool
 }
 
 func (e *upstreamError) Error() string {
 	msg := e.message()
-	if e.Attempts > 1 {
+	switch {
+	case e.NotSent && e.Kind == kindRateLimited:
+		msg += " (no request sent: this credential is waiting out Piwik PRO's rate limit)"
+	case e.NotSent:
+		msg += fmt.Sprintf(" (no request sent: this credential is backing off; next attempt in %s)", e.RetryAfter.Round(time.Second))
+	case e.Attempts > 1:
 		msg += fmt.Sprintf(" (after %d attempts)", e.Attempts)
 	}
 	return msg
@@ -63,7 +72,7 @@ func (e *upstreamError) message() string {
 		return fmt.Sprintf("Piwik PRO reports no active license for the organization (HTTP 402): %s", e.Detail)
 	case kindRateLimited:
 		if e.RetryAfter > 0 {
-			return fmt.Sprintf("Piwik PRO rate limited the token request (HTTP 429): try again after %s", e.RetryAfter)
+			return fmt.Sprintf("Piwik PRO rate limited the token request (HTTP 429): try again after %s", e.RetryAfter.Round(time.Second))
 		}
 		return "Piwik PRO rate limited the token request (HTTP 429): try again later"
 	case kindServer:

@@ -34,7 +34,7 @@ func TestClient_retriesTransientFailures(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			client, piwik := newTestClient(t, 10*time.Second, 3)
 			piwik.FailNext(2, standin.Fault{Kind: kind, RetryAfter: 1})
-			if _, err := client.mint(t.Context(), testCreds); err != nil {
+			if _, err := client.mint(t.Context(), testCreds, nil); err != nil {
 				t.Fatalf("Token after two transient failures: %v", err)
 			}
 			if got := piwik.TokenRequests(); got != 3 {
@@ -47,7 +47,7 @@ func TestClient_retriesTransientFailures(t *testing.T) {
 func TestClient_givesUpAfterMaxRetries(t *testing.T) {
 	client, piwik := newTestClient(t, 10*time.Second, 2)
 	piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
-	_, err := client.mint(t.Context(), testCreds)
+	_, err := client.mint(t.Context(), testCreds, nil)
 	var upErr *upstreamError
 	if !errors.As(err, &upErr) || upErr.Status != http.StatusServiceUnavailable || upErr.Attempts != 3 {
 		t.Fatalf("err = %v, want a 503 after 3 attempts", err)
@@ -62,7 +62,7 @@ func TestClient_neverRetriesClientErrors(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			client, piwik := newTestClient(t, 10*time.Second, 3)
 			piwik.SetFault(standin.Fault{Kind: kind})
-			if _, err := client.mint(t.Context(), testCreds); err == nil {
+			if _, err := client.mint(t.Context(), testCreds, nil); err == nil {
 				t.Fatal("Token succeeded")
 			}
 			if got := piwik.TokenRequests(); got != 1 {
@@ -71,7 +71,7 @@ func TestClient_neverRetriesClientErrors(t *testing.T) {
 		})
 	}
 	client, piwik := newTestClient(t, 10*time.Second, 3)
-	if _, err := client.mint(t.Context(), credentials{ClientID: testClientID, ClientSecret: "wrong"}); err == nil || piwik.TokenRequests() != 1 {
+	if _, err := client.mint(t.Context(), credentials{ClientID: testClientID, ClientSecret: "wrong"}, nil); err == nil || piwik.TokenRequests() != 1 {
 		t.Errorf("rejected credentials: err=%v requests=%d, want an error after 1 request", err, piwik.TokenRequests())
 	}
 }
@@ -79,7 +79,7 @@ func TestClient_neverRetriesClientErrors(t *testing.T) {
 func TestClient_retryAfterBeyondBudgetSaysWhen(t *testing.T) {
 	client, piwik := newTestClient(t, 2*time.Second, 3)
 	piwik.SetFault(standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 30})
-	_, err := client.mint(t.Context(), testCreds)
+	_, err := client.mint(t.Context(), testCreds, nil)
 	if err == nil || !strings.Contains(err.Error(), "try again after 30s") {
 		t.Fatalf("err = %v, want it to say to try again after 30s", err)
 	}
@@ -92,7 +92,7 @@ func TestClient_retriesStayWithinTimeout(t *testing.T) {
 	client, piwik := newTestClient(t, time.Second, 10)
 	piwik.SetFault(standin.Fault{Kind: standin.FaultHang})
 	start := time.Now()
-	_, err := client.mint(t.Context(), testCreds)
+	_, err := client.mint(t.Context(), testCreds, nil)
 	var upErr *upstreamError
 	if !errors.As(err, &upErr) || upErr.Kind != kindTimeout {
 		t.Fatalf("err = %v, want a timeout", err)
@@ -114,7 +114,7 @@ func TestClient_callerCancellationStopsRetries(t *testing.T) {
 		}
 		cancel()
 	}()
-	_, err := client.mint(ctx, testCreds)
+	_, err := client.mint(ctx, testCreds, nil)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -132,7 +132,7 @@ func TestClient_sendsJSONClientCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _ = client.mint(t.Context(), testCreds)
+	_, _ = client.mint(t.Context(), testCreds, nil)
 	if gotType.Load() != "application/json" || gotUA.Load() != "vault-plugin-secrets-piwik/v9" {
 		t.Errorf("Content-Type %v, User-Agent %v", gotType.Load(), gotUA.Load())
 	}

@@ -1,11 +1,17 @@
 package piwik
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"google.golang.org/protobuf/proto"
 )
 
 // latencyWindow is how many recent upstream latencies the percentiles are
@@ -13,20 +19,23 @@ import (
 const latencyWindow = 1024
 
 // metrics counts what the engine did since the plugin process started on
-// this node. It is in memory only.
+// this node, for this mount. It is in memory only.
 type metrics struct {
 	mu               sync.Mutex
 	started          time.Time
 	tokensMinted     uint64
 	reuseHits        uint64
+	staleServes      uint64
 	upstreamRequests uint64
 	failures         map[errorKind]uint64
+	notSent          map[errorKind]uint64
+	latencySum       time.Duration
 	latencies        []time.Duration // ring buffer of the last latencyWindow
 	next             int
 }
 
 func newMetrics() *metrics {
-	return &metrics{started: time.Now(), failures: make(map[errorKind]uint64)}
+	return &metrics{started: time.Now(), failures: make(map[errorKind]uint64), notSent: make(map[errorKind]uint64)}
 }
 
 // attempt records one upstream request.
@@ -39,6 +48,7 @@ func (m *metrics) attempt(a attempt) {
 	} else {
 		m.failures[failureKind(a.Err)]++
 	}
+	m.latencySum += a.Latency
 	if len(m.latencies) < latencyWindow {
 		m.latencies = append(m.latencies, a.Latency)
 	} else {
@@ -54,11 +64,26 @@ func (m *metrics) reuseHit() {
 	m.mu.Unlock()
 }
 
+// staleServe records a read served a cached token because a new one could
+// not be had.
+func (m *metrics) staleServe() {
+	m.mu.Lock()
+	m.staleServes++
+	m.mu.Unlock()
+}
+
+// notSentRequest records a mint refused without a request, inside a
+// rate-limit or backoff window opened by a failure of kind.
+func (m *metrics) notSentRequest(kind errorKind) {
+	m.mu.Lock()
+	m.notSent[kind]++
+	m.mu.Unlock()
+}
+
 // failureKind names what went wrong; errors that are not the upstream's
 // (the caller gave up) count as "canceled".
 func failureKind(err error) errorKind {
-	var upErr *upstreamError
-	if errors.As(err, &upErr) {
+	if upErr, ok := asUpstreamError(err); ok {
 		return upErr.Kind
 	}
 	if errors.Is(err, context.Canceled) {
@@ -67,33 +92,118 @@ func failureKind(err error) errorKind {
 	return "other"
 }
 
-// snapshot renders the counters for the metrics path.
-func (m *metrics) snapshot() map[string]any {
+// reading is a consistent copy of the counters.
+type reading struct {
+	started                                          time.Time
+	minted, reuseHits, staleServes, requests, failed uint64
+	failures, notSent                                map[errorKind]uint64
+	latencySum                                       time.Duration
+	sorted                                           []time.Duration // the window, sorted
+}
+
+func (m *metrics) read() reading {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	failures := make(map[string]any, len(m.failures))
-	var failed uint64
-	for kind, n := range m.failures {
-		failures[string(kind)] = n
-		failed += n
+	r := reading{
+		started: m.started, minted: m.tokensMinted, reuseHits: m.reuseHits, staleServes: m.staleServes,
+		requests: m.upstreamRequests, failures: maps.Clone(m.failures), notSent: maps.Clone(m.notSent),
+		latencySum: m.latencySum, sorted: slices.Clone(m.latencies),
 	}
-	sorted := slices.Clone(m.latencies)
-	slices.Sort(sorted)
+	for _, n := range m.failures {
+		r.failed += n
+	}
+	slices.Sort(r.sorted)
+	return r
+}
+
+// snapshot renders the counters for the metrics path's JSON form.
+func (m *metrics) snapshot() map[string]any {
+	r := m.read()
+	byKind := func(counts map[errorKind]uint64) (map[string]any, uint64) {
+		out := make(map[string]any, len(counts))
+		var total uint64
+		for kind, n := range counts {
+			out[string(kind)] = n
+			total += n
+		}
+		return out, total
+	}
+	failures, _ := byKind(r.failures)
+	notSent, notSentTotal := byKind(r.notSent)
 	return map[string]any{
-		"since":             m.started.UTC().Format(time.RFC3339),
-		"tokens_minted":     m.tokensMinted,
-		"reuse_hits":        m.reuseHits,
-		"upstream_requests": m.upstreamRequests,
-		"upstream_failures": failed,
+		"since":             r.started.UTC().Format(time.RFC3339),
+		"tokens_minted":     r.minted,
+		"reuse_hits":        r.reuseHits,
+		"stale_serves":      r.staleServes,
+		"upstream_requests": r.requests,
+		"upstream_failures": r.failed,
 		"failures_by_kind":  failures,
+		"requests_not_sent": notSentTotal,
+		"not_sent_by_kind":  notSent,
 		"upstream_latency_ms": map[string]any{
-			"samples": len(sorted),
-			"p50":     percentileMillis(sorted, 0.50),
-			"p90":     percentileMillis(sorted, 0.90),
-			"p99":     percentileMillis(sorted, 0.99),
-			"max":     percentileMillis(sorted, 1),
+			"samples": len(r.sorted),
+			"p50":     percentileMillis(r.sorted, 0.50),
+			"p90":     percentileMillis(r.sorted, 0.90),
+			"p99":     percentileMillis(r.sorted, 0.99),
+			"max":     percentileMillis(r.sorted, 1),
 		},
 	}
+}
+
+// prometheus renders the counters in the Prometheus text exposition
+// format, labelled with the mount they belong to.
+func (m *metrics) prometheus(mount string) ([]byte, error) {
+	r := m.read()
+	mountLabel := &dto.LabelPair{Name: proto.String("mount"), Value: proto.String(mount)}
+	counter := func(name, help string, v uint64, labels ...*dto.LabelPair) *dto.MetricFamily {
+		return &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_COUNTER.Enum(),
+			Metric: []*dto.Metric{{Label: append([]*dto.LabelPair{mountLabel}, labels...), Counter: &dto.Counter{Value: proto.Float64(float64(v))}}}}
+	}
+	byKind := func(name, help string, counts map[errorKind]uint64) *dto.MetricFamily {
+		family := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_COUNTER.Enum()}
+		for _, kind := range slices.Sorted(maps.Keys(counts)) {
+			family.Metric = append(family.Metric, &dto.Metric{
+				Label:   []*dto.LabelPair{{Name: proto.String("kind"), Value: proto.String(string(kind))}, mountLabel},
+				Counter: &dto.Counter{Value: proto.Float64(float64(counts[kind]))},
+			})
+		}
+		return family
+	}
+	var quantiles []*dto.Quantile
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		quantiles = append(quantiles, &dto.Quantile{Quantile: proto.Float64(q), Value: proto.Float64(percentileMillis(r.sorted, q) / 1000)})
+	}
+	families := []*dto.MetricFamily{
+		counter("piwik_tokens_minted_total", "Tokens Piwik PRO issued, verification and check included.", r.minted),
+		counter("piwik_reuse_hits_total", "Reads served from the token cache of a token_reuse role.", r.reuseHits),
+		counter("piwik_stale_serves_total", "Reads served a still-valid cached token because a new one could not be had.", r.staleServes),
+		counter("piwik_upstream_requests_total", "Requests sent to Piwik PRO, retries included.", r.requests),
+		byKind("piwik_upstream_failures_total", "Requests to Piwik PRO that failed, by kind.", r.failures),
+		byKind("piwik_requests_not_sent_total", "Token requests refused without a request, inside a rate-limit or backoff window, by the kind of failure that opened it.", r.notSent),
+		{
+			Name: proto.String("piwik_upstream_request_duration_seconds"), Help: proto.String("Duration of requests to Piwik PRO; quantiles over the last 1024."),
+			Type: dto.MetricType_SUMMARY.Enum(),
+			Metric: []*dto.Metric{{Label: []*dto.LabelPair{mountLabel}, Summary: &dto.Summary{
+				SampleCount: proto.Uint64(r.requests), SampleSum: proto.Float64(r.latencySum.Seconds()), Quantile: quantiles,
+			}}},
+		},
+		{
+			Name: proto.String("piwik_metrics_start_time_seconds"), Help: proto.String("When counting started: the plugin's start on this node, in Unix seconds."),
+			Type:   dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Label: []*dto.LabelPair{mountLabel}, Gauge: &dto.Gauge{Value: proto.Float64(float64(r.started.Unix()))}}},
+		},
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, f := range families {
+		if len(f.Metric) == 0 {
+			continue
+		}
+		if err := enc.Encode(f); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
 }
 
 // percentileMillis returns the p-th percentile of sorted in milliseconds

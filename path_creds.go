@@ -69,7 +69,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return logical.ErrorResponse("Piwik PRO is not configured: write piwik/config first"), nil
 	}
 
-	tok, err := b.issue(ctx, name, role, acct)
+	tok, warnings, err := b.issue(ctx, name, role, acct)
 	if err != nil {
 		return nil, issueFailure(err)
 	}
@@ -77,7 +77,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if role.Unleased {
 		mountMax = 0 // no lease for Vault to cap
 	}
-	ttl, warnings := leaseTTL(tok, time.Now(), role.TTL, mountMax)
+	ttl, capWarnings := leaseTTL(tok, time.Now(), role.TTL, mountMax)
+	warnings = append(warnings, capWarnings...)
 	if ttl < time.Second {
 		return nil, logical.CodedError(http.StatusBadGateway, "the token Piwik PRO issued expires in less than a second; check the clocks of Vault and Piwik PRO")
 	}
@@ -101,22 +102,43 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 // issue mints a token for role, or hands out the role's cached one when the
 // role shares tokens and the cached one was minted with exactly the
 // credentials and account the role resolves to now.
-func (b *backend) issue(ctx context.Context, name string, role *piwikRole, acct *account) (*token, error) {
+//
+// When a reuse role's refresh fails for a reason that may pass (Piwik PRO
+// unreachable, timing out, failing with 5xx or rate limiting), its cached
+// token is served while it has at least staleFloor of its life left, with
+// a warning: an outage then costs nothing until the token runs out. Never
+// when Piwik PRO rejected the credential: a deleted credential stops
+// issuing at once, cached token included.
+func (b *backend) issue(ctx context.Context, name string, role *piwikRole, acct *account) (*token, []string, error) {
 	creds, err := acct.credentialsFor(name, role)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mint := func(ctx context.Context) (*token, error) {
 		return b.mint(ctx, acct, name, creds)
 	}
 	if !role.TokenReuse {
-		return mint(ctx)
+		tok, err := mint(ctx)
+		return tok, nil, err
 	}
-	tok, minted, err := b.tokens.fetch(ctx, name, acct.fingerprint(creds), role.ReuseMinRemaining, mint)
-	if err == nil && !minted {
-		b.metrics.reuseHit()
+	fingerprint := acct.fingerprint(creds)
+	tok, minted, err := b.tokens.fetch(ctx, name, fingerprint, role.ReuseMinRemaining, mint)
+	switch upErr, upstream := asUpstreamError(err); {
+	case err == nil:
+		if !minted {
+			b.metrics.reuseHit()
+		}
+		return tok, nil, nil
+	case rejectedCredentials(err):
+		b.tokens.drop(name)
+	case upstream && upErr.transient():
+		if cached := b.tokens.stale(name, fingerprint, time.Now()); cached != nil {
+			b.metrics.staleServe()
+			return cached, []string{fmt.Sprintf("Piwik PRO could not issue a new token (%s); serving the cached token, valid until %s",
+				err, cached.ExpiresAt.Format(time.RFC3339))}, nil
+		}
 	}
-	return tok, err
+	return nil, nil, err
 }
 
 // issueFailure maps a failed issue to the status Vault answers with: 409

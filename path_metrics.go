@@ -2,10 +2,13 @@ package piwik
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/prometheus/common/expfmt"
 )
 
 func pathMetrics(b *backend) []*framework.Path {
@@ -14,6 +17,15 @@ func pathMetrics(b *backend) []*framework.Path {
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 			OperationSuffix: "metrics",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"format": {
+				Type:          framework.TypeString,
+				Description:   `"json" (the default) or "prometheus" for the Prometheus text exposition format (read it with vault read -format=raw, or GET ?format=prometheus).`,
+				Default:       "json",
+				AllowedValues: []any{"json", "prometheus"},
+				Query:         true,
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -29,7 +41,10 @@ func pathMetrics(b *backend) []*framework.Path {
 							"since":               {Type: framework.TypeString, Description: "When counting started (RFC 3339)."},
 							"tokens_minted":       {Type: framework.TypeInt64, Description: "Tokens Piwik PRO issued."},
 							"reuse_hits":          {Type: framework.TypeInt64, Description: "Reads served from the token cache of a token_reuse role."},
+							"stale_serves":        {Type: framework.TypeInt64, Description: "Reads served a still-valid cached token because a new one could not be had."},
 							"upstream_requests":   {Type: framework.TypeInt64, Description: "Requests sent to Piwik PRO, retries included."},
+							"requests_not_sent":   {Type: framework.TypeInt64, Description: "Token requests refused without a request, inside a rate-limit or backoff window."},
+							"not_sent_by_kind":    {Type: framework.TypeMap, Description: "requests_not_sent by the kind of failure that opened the window."},
 							"upstream_failures":   {Type: framework.TypeInt64, Description: "Requests that failed."},
 							"failures_by_kind":    {Type: framework.TypeMap, Description: "Failed requests by kind: unreachable, tls, timeout, credentials, no_license, rate_limited, server_error, unexpected, invalid_reply, canceled."},
 							"upstream_latency_ms": {Type: framework.TypeMap, Description: "Percentiles (p50, p90, p99, max) of the last 1024 request latencies, in milliseconds."},
@@ -43,16 +58,38 @@ func pathMetrics(b *backend) []*framework.Path {
 	}}
 }
 
-func (b *backend) pathMetricsRead(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
-	return &logical.Response{Data: b.metrics.snapshot()}, nil
+func (b *backend) pathMetricsRead(_ context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	switch format := d.Get("format").(string); format {
+	case "json":
+		return &logical.Response{Data: b.metrics.snapshot()}, nil
+	case "prometheus":
+		text, err := b.metrics.prometheus(strings.TrimSuffix(req.MountPoint, "/"))
+		if err != nil {
+			return nil, err
+		}
+		return &logical.Response{Data: map[string]any{
+			logical.HTTPContentType: string(expfmt.NewFormat(expfmt.TypeTextPlain)),
+			logical.HTTPRawBody:     text,
+			logical.HTTPStatusCode:  http.StatusOK,
+		}}, nil
+	default:
+		return logical.ErrorResponse(fmt.Sprintf(`format: %q is neither "json" nor "prometheus"`, format)), nil
+	}
 }
 
 const pathMetricsHelpSyn = `Counters of token requests on this node.`
 
 const pathMetricsHelpDesc = `
 Counts, since the plugin process started on this Vault node, the tokens
-minted, the reads served from a token_reuse cache, the requests sent to Piwik
-PRO and their failures by kind, and the latency percentiles of recent
-requests. The counters are per node and in memory: they restart from zero
-when the plugin restarts.
+minted, the reads served from a token_reuse cache (and those served a cached
+token during an outage), the requests sent to Piwik PRO and their failures
+by kind, the requests not sent inside a rate-limit or backoff window, and
+the latency percentiles of recent requests. The counters are per node, per
+mount and in memory: they restart from zero when the plugin restarts.
+
+With format=prometheus the answer is the Prometheus text exposition format,
+labelled with the mount, as sys/metrics gives it for Vault itself:
+
+  $ vault read -format=raw piwik/metrics format=prometheus
+  $ curl -H "X-Vault-Token: ..." "$VAULT_ADDR/v1/piwik/metrics?format=prometheus"
 `

@@ -49,6 +49,28 @@ func (c *tokenCache) get(role, fingerprint string, minRemaining time.Duration, n
 	return cached.tok
 }
 
+// staleFloor is the least life a cached token must have left to be served
+// while a new one cannot be had: 30 seconds, or a quarter of its lifetime
+// when that is shorter (test-sized tokens), so that a reader always gets
+// time to use it.
+func staleFloor(tok *token) time.Duration {
+	return min(30*time.Second, tok.Lifetime/4)
+}
+
+// stale returns the role's cached token minted with fingerprint, whatever
+// reuse_min_remaining says, while it has at least staleFloor of its life
+// left at now: what a read can still be given when Piwik PRO cannot issue a
+// new token.
+func (c *tokenCache) stale(role, fingerprint string, now time.Time) *token {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cached, ok := c.tokens[role]
+	if !ok || cached.fingerprint != fingerprint || cached.tok.ExpiresAt.Sub(now) < max(staleFloor(cached.tok), time.Second) {
+		return nil
+	}
+	return cached.tok
+}
+
 // usable reports whether enough of tok's life remains at now to hand it out.
 func usable(tok *token, minRemaining time.Duration, now time.Time) bool {
 	if minRemaining <= 0 {

@@ -1,0 +1,213 @@
+package piwik
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// The pressure one Vault node puts on one Piwik PRO credential.
+const (
+	// maxInFlight caps the token requests in flight with one credential
+	// on one node. Readers beyond it wait, within their own deadline,
+	// instead of adding requests: with token reuse a role needs one
+	// request per token life, so a handful covers every role sharing a
+	// credential, and a herd of mint-per-read readers no longer turns into
+	// a herd of requests.
+	maxInFlight = 4
+
+	// failuresBeforeBackoff is how many transient failures in a row make
+	// a credential back off: after them, requests pause for a jittered
+	// window that doubles with each further failure, up to maxBackoff,
+	// and then a single request at a time probes until one succeeds.
+	failuresBeforeBackoff = 2
+	backoffBase           = 500 * time.Millisecond
+	maxBackoff            = 30 * time.Second
+)
+
+// gate paces the token requests of one credential on one node: at most
+// maxInFlight at once, none inside a rate-limit window Piwik PRO asked for
+// (Retry-After) or a backoff window after repeated transient failures, and
+// only one at a time while probing after such a window. It is shared by
+// every role that uses the credential.
+type gate struct {
+	now func() time.Time
+
+	mu       sync.Mutex
+	inFlight int
+	// until is when the current window ends; no request is sent before.
+	until time.Time
+	// last is the failure that opened the window, for fail-fast errors.
+	last *upstreamError
+	// failures counts transient failures in a row.
+	failures int
+	// probing is true from a window until the next success: one request
+	// at a time.
+	probing bool
+	// changed is closed and replaced whenever a slot frees or the state
+	// changes, waking the readers waiting for a slot.
+	changed chan struct{}
+}
+
+func newGate(now func() time.Time) *gate {
+	return &gate{now: now, changed: make(chan struct{})}
+}
+
+// acquire waits for the right to send one request. Inside a window it
+// fails at once with an error that says why and how long is left (its
+// RetryAfter), without sending anything; while the in-flight limit is
+// reached it waits for a slot until ctx ends. A nil gate lets everything
+// through.
+func (g *gate) acquire(ctx context.Context) error {
+	if g == nil {
+		return nil
+	}
+	for {
+		g.mu.Lock()
+		if left := g.until.Sub(g.now()); left > 0 {
+			err := g.notSent(left)
+			g.mu.Unlock()
+			return err
+		}
+		if g.inFlight < g.limit() {
+			g.inFlight++
+			g.mu.Unlock()
+			return nil
+		}
+		changed := g.changed
+		g.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// release returns a slot taken by acquire and learns from err, the outcome
+// of the request sent with it.
+func (g *gate) release(err error) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inFlight--
+	g.learn(err)
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// limit is how many requests may be in flight now.
+func (g *gate) limit() int {
+	if g.probing {
+		return 1
+	}
+	return maxInFlight
+}
+
+// learn updates the windows from the outcome of one request.
+func (g *gate) learn(err error) {
+	upErr, isUpstream := asUpstreamError(err)
+	switch {
+	case err == nil:
+		g.failures, g.probing, g.until, g.last = 0, false, time.Time{}, nil
+	case !isUpstream:
+		// The caller gave up: nothing was learned about Piwik PRO.
+	case upErr.Kind == kindRateLimited:
+		g.failures++
+		wait := upErr.RetryAfter
+		if wait <= 0 {
+			wait = backoffWindow(g.failures)
+		}
+		g.open(wait, upErr)
+	case upErr.transient():
+		g.failures++
+		if g.failures >= failuresBeforeBackoff {
+			g.open(backoffWindow(g.failures), upErr)
+		}
+	default:
+		// A definite answer (rejected credentials, an unusable reply):
+		// Piwik PRO is up, and backing off would not change its answer.
+		g.failures, g.probing, g.until, g.last = 0, false, time.Time{}, nil
+	}
+}
+
+// open starts a window of d (never shortening one already open) after
+// which one request at a time probes.
+func (g *gate) open(d time.Duration, cause *upstreamError) {
+	if until := g.now().Add(d); until.After(g.until) {
+		g.until = until
+	}
+	g.probing = true
+	copied := *cause
+	g.last = &copied
+}
+
+// notSent is the fail-fast error inside a window: the failure that opened
+// it, marked as not sent, with the time left as its RetryAfter.
+func (g *gate) notSent(left time.Duration) error {
+	e := *g.last
+	e.NotSent = true
+	e.RetryAfter = left
+	e.Attempts = 0
+	if e.Kind != kindRateLimited {
+		e.Detail = fmt.Sprintf("%s; after %d failures in a row", e.Detail, g.failures)
+	}
+	return &e
+}
+
+// backoffWindow is the jittered pause after the n-th transient failure in
+// a row: backoffBase doubling from failuresBeforeBackoff on, up to
+// maxBackoff, drawn from [w/2, w] so that nodes do not probe in lockstep.
+func backoffWindow(n int) time.Duration {
+	w := backoffBase << min(max(n-failuresBeforeBackoff, 0), 16)
+	w = min(w, maxBackoff)
+	return w/2 + rand.N(w/2+1)
+}
+
+// gates holds one gate per credential (account url and client id) on this
+// node; roles with the same credential share it.
+type gates struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]*gate
+}
+
+func newGates(now func() time.Time) *gates {
+	return &gates{now: now, m: make(map[string]*gate)}
+}
+
+// maxIdleGates bounds the gates kept for credentials no longer in use.
+const maxIdleGates = 1024
+
+// get returns the gate of the credential key, creating it on first use.
+func (s *gates) get(key string) *gate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g, ok := s.m[key]; ok {
+		return g
+	}
+	if len(s.m) >= maxIdleGates {
+		s.pruneIdle()
+	}
+	g := newGate(s.now)
+	s.m[key] = g
+	return g
+}
+
+// pruneIdle drops the gates with nothing in flight and no window open: they
+// hold nothing a new gate would not.
+func (s *gates) pruneIdle() {
+	now := s.now()
+	for key, g := range s.m {
+		g.mu.Lock()
+		idle := g.inFlight == 0 && !g.probing && !g.until.After(now) && g.failures == 0
+		g.mu.Unlock()
+		if idle {
+			delete(s.m, key)
+		}
+	}
+}
