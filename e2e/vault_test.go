@@ -34,6 +34,8 @@ type vaultServer struct {
 	dir       string
 	pluginDir string
 	proc      *process
+	// auditLog is the file of the audit device at file/, once enabled.
+	auditLog string
 }
 
 // startDevVault starts `vault server -dev` with the plugin binary copied
@@ -126,12 +128,18 @@ func (v *vaultServer) waitActive(t *testing.T) {
 // copyPlugin copies the plugin binary under test into dir as name.
 func copyPlugin(t *testing.T, dir, name string) {
 	t.Helper()
+	copyBinary(t, suite.pluginBin, dir, name)
+}
+
+// copyBinary copies the executable src into dir as name.
+func copyBinary(t *testing.T, src, dir, name string) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(suite.pluginBin)
+	data, err := os.ReadFile(src)
 	if err != nil {
-		t.Fatalf("PLUGIN_BINARY: %v", err)
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
 		t.Fatal(err)
