@@ -216,6 +216,7 @@ func (v *vaultServer) readSecret(t *testing.T, token, path string) *api.Secret {
 
 // creds is what piwik/creds/<role> returns, with its lease.
 type creds struct {
+	requestID     string
 	leaseID       string
 	leaseDuration int
 	renewable     bool
@@ -234,6 +235,7 @@ func (v *vaultServer) readCreds(t *testing.T, token, path string) creds {
 	}
 	rememberSecret(t, "access token read from "+path+" in "+t.Name(), access)
 	return creds{
+		requestID:     s.RequestID,
 		leaseID:       s.LeaseID,
 		leaseDuration: s.LeaseDuration,
 		renewable:     s.Renewable,
