@@ -33,6 +33,7 @@ func TestAuditForensicsRunbook(t *testing.T) {
 	env := sharedDev(t)
 	v := env.vault
 	dir := testDir(t)
+	requireTools(t, "bash", "jq")
 	if v.auditLog == "" {
 		t.Fatal("the shared dev server has no file audit device")
 	}
