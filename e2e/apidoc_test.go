@@ -62,6 +62,11 @@ func parseAPIDoc(t *testing.T) []apiEndpoint {
 		}
 		header, rows, lineNos, next := tableRows(lines, i)
 		i = next - 1
+		for k, r := range rows {
+			if len(r) != len(header) {
+				t.Fatalf("docs/api.md:%d: %d cells in a table of %d columns", lineNos[k], len(r), len(header))
+			}
+		}
 		switch {
 		case slices.Equal(header, []string{"Method", "Path"}):
 			if len(rows) != 1 || len(rows[0]) != 2 {
@@ -169,7 +174,11 @@ func (d *oasDoc) oasParams(t *testing.T, item oasPath, method string, op *oasOpe
 		if p.Name == "list" && p.In == "query" {
 			continue
 		}
-		out[p.Name] = oasField{schema: p.Schema, required: p.Required}
+		schema := p.Schema
+		if schema == nil {
+			schema = &oasSchema{}
+		}
+		out[p.Name] = oasField{schema: schema, required: p.Required}
 	}
 	if op.RequestBody != nil {
 		body, _ := d.schema(t, strings.ToUpper(method), op, "Request")
