@@ -23,16 +23,23 @@ func examplesDir(t *testing.T) string {
 func (v *vaultServer) tokenWithPolicy(t *testing.T, name string) string {
 	t.Helper()
 	v.vault(t, "policy", "write", name, filepath.Join(examplesDir(t), "policies", name+".hcl"))
+	return v.newToken(t, name)
+}
+
+// newToken returns a new 15-minute token with policy (and Vault's default
+// policy), remembered for the log scan.
+func (v *vaultServer) newToken(t *testing.T, policy string) string {
+	t.Helper()
 	var s struct {
 		Auth struct {
 			ClientToken string `json:"client_token"`
 		} `json:"auth"`
 	}
-	decode(t, "vault token create", v.vault(t, "token", "create", "-format=json", "-ttl=15m", "-policy="+name), &s)
+	decode(t, "vault token create", v.vault(t, "token", "create", "-format=json", "-ttl=15m", "-policy="+policy), &s)
 	if s.Auth.ClientToken == "" {
 		t.Fatal("vault token create returned no token")
 	}
-	rememberSecret(t, "Vault token with policy "+name, s.Auth.ClientToken)
+	rememberSecret(t, "Vault token with policy "+policy, s.Auth.ClientToken)
 	return s.Auth.ClientToken
 }
 

@@ -68,9 +68,16 @@ func TestAgentRewritesTokenBeforeExpiry(t *testing.T) {
 func (v *vaultServer) approleForReader(t *testing.T) (roleID, secretID string) {
 	t.Helper()
 	v.vault(t, "policy", "write", "reporting-reader", filepath.Join(examplesDir(t), "policies", "reporting-reader.hcl"))
+	return v.approle(t, "reporting-reader")
+}
+
+// approle enables AppRole at auth/approle with a role piwik-reporting that
+// carries policies, and returns its role ID and a secret ID.
+func (v *vaultServer) approle(t *testing.T, policies ...string) (roleID, secretID string) {
+	t.Helper()
 	v.vault(t, "auth", "enable", "approle")
 	v.vault(t, "write", "auth/approle/role/piwik-reporting",
-		"token_policies=reporting-reader", "token_ttl=10m", "token_max_ttl=30m", "secret_id_ttl=30m")
+		"token_policies="+strings.Join(policies, ","), "token_ttl=10m", "token_max_ttl=30m", "secret_id_ttl=30m")
 	var role struct {
 		Data struct {
 			RoleID string `json:"role_id"`

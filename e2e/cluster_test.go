@@ -27,8 +27,8 @@ type raftNode struct {
 	logStart int64
 }
 
-// raftCluster is a Vault HA cluster whose nodes share one plugin
-// directory, unsealed with a single key share.
+// raftCluster is a Vault HA cluster, unsealed with a single key share. Each
+// node has a plugin directory of its own, as separate hosts would.
 type raftCluster struct {
 	nodes     []*raftNode
 	unsealKey string
@@ -45,11 +45,11 @@ const clusterWait = 60 * time.Second
 func startRaftCluster(t *testing.T, dir string, n int) *raftCluster {
 	t.Helper()
 	c := &raftCluster{}
-	pluginDir := filepath.Join(dir, "plugins")
-	copyPlugin(t, pluginDir, pluginName)
 	mkdir(t, filepath.Join(dir, "home"))
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("node%d", i)
+		pluginDir := filepath.Join(dir, id+"-plugins")
+		copyPlugin(t, pluginDir, pluginName)
 		node := &raftNode{
 			vaultServer: &vaultServer{name: id, dir: dir, pluginDir: pluginDir},
 			id:          id,

@@ -1,5 +1,7 @@
 // Package e2e tests the plugin end to end: the real Vault binary (server,
-// CLI and Agent) runs the built plugin against the Piwik PRO stand-in.
+// CLI, Agent and Proxy) runs the built plugin against the Piwik PRO
+// stand-in. Some tests also run, as written, the commands that docs/api.md
+// and SECURITY.md show (with bash, curl and jq).
 //
 // Run it with `make e2e`, which builds the three binaries and passes their
 // paths in VAULT_BINARY, PLUGIN_BINARY and STANDIN_BINARY. Without them the

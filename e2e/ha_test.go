@@ -1,21 +1,30 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// TestHAClusterFailoverAndSeal runs the plugin in a three-node Vault
+// TestHAClusterFailoverSealUpgrade runs the plugin in a three-node Vault
 // cluster on integrated storage, the way it is deployed in production, and
 // pins what an operator relies on: creds can be read through any node,
 // and config, roles and creds survive the leader dying, a node rejoining
 // and a node being sealed and unsealed, with the client secrets never
-// readable on any node.
-func TestHAClusterFailoverAndSeal(t *testing.T) {
+// readable on any node. Last, the plugin is upgraded in place while a
+// reader keeps reading (upgradeUnderLoad).
+func TestHAClusterFailoverSealUpgrade(t *testing.T) {
 	requireBinaries(t)
 	start := time.Now()
 	dir := testDir(t)
@@ -91,6 +100,9 @@ func TestHAClusterFailoverAndSeal(t *testing.T) {
 	}
 	h.requireCreds(sealed)
 	t.Logf("failover, rejoin and seal/unseal done in %s", time.Since(start).Round(time.Millisecond))
+
+	upgradeUnderLoad(t, c, h)
+	t.Logf("upgrade done; %s in all", time.Since(start).Round(time.Millisecond))
 }
 
 // addStandinCredential adds a credential to the running stand-in s and
@@ -186,4 +198,282 @@ func requireStandby(t *testing.T, n *raftNode) {
 	if err != nil || health.Sealed || !health.Standby {
 		t.Fatalf("%s: health %+v, %v; want an unsealed standby", n.id, health, err)
 	}
+}
+
+// upgradeUnderLoad upgrades piwik/ to upgradeVersion the way the README
+// says (binary into every node's plugin directory, register, tune, reload
+// with -scope=global) while a reader reads creds through a standby without
+// pause. Every node must then report the new running version, no node may
+// still run the old binary, and reads may fail only while the reload runs:
+// every failed read must have started before the reload completed and
+// ended after it began. A step-down then shows that another node runs the
+// new version from its own plugin directory.
+func upgradeUnderLoad(t *testing.T, c *raftCluster, h haCheck) {
+	t.Helper()
+	active := c.waitActive(t)
+	var standby *raftNode
+	for _, n := range c.nodes {
+		if n != active {
+			standby = n
+			break
+		}
+	}
+	command := pluginName + "-" + upgradeVersion
+	bin := upgradeBinary(t)
+	for _, n := range c.nodes {
+		copyBinary(t, bin, n.pluginDir, command)
+	}
+	active.registerPlugin(t, command, upgradeVersion)
+	active.vault(t, "secrets", "tune", "-plugin-version="+upgradeVersion, "piwik/")
+	if m := active.mounts(t)["piwik/"]; m.PluginVersion != upgradeVersion || m.RunningPluginVersion == upgradeVersion {
+		t.Fatalf("after the tune, piwik/ has plugin_version %q and runs %q; want %q pinned and the old version running until the reload",
+			m.PluginVersion, m.RunningPluginVersion, upgradeVersion)
+	}
+
+	r := startCredsReader(t, standby, "piwik/creds/reporting")
+	defer r.stop(t)
+	r.waitSuccesses(t, 5, time.Time{})
+
+	reloadStart := time.Now()
+	out := standby.vault(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName, "-scope=global")
+	reloadReturned := time.Now()
+	m := regexp.MustCompile(`reload_id: (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("vault plugin reload -scope=global printed no reload_id:\n%s", out)
+	}
+	// Vault Enterprise reports a global reload's progress per node; the
+	// community edition reloads on the active node (the only one running
+	// plugins) before it answers, and has no status endpoint.
+	if st := standby.run(t, c.token, "", "plugin", "reload-status", m[1]); st.exitCode == 0 {
+		t.Logf("vault plugin reload-status %s:\n%s", m[1], st.stdout)
+	} else if !strings.Contains(st.stderr, "enterprise-only feature") {
+		t.Errorf("vault plugin reload-status %s: exit %d:\n%s%s", m[1], st.exitCode, st.stdout, st.stderr)
+	}
+
+	// The reload is complete when every node reports the new version. On
+	// the community edition that is so at the first look, when the reload
+	// command returned; otherwise completion is when it was first seen.
+	completed := reloadReturned
+	polls := 0
+	err := waitFor(clusterWait, 50*time.Millisecond, nil, func() (bool, error) {
+		polls++
+		for _, n := range c.nodes {
+			if got := n.mounts(t)["piwik/"].RunningPluginVersion; got != upgradeVersion {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("not every node reports piwik/ running %s: %v", upgradeVersion, err)
+	}
+	if polls > 1 {
+		completed = time.Now()
+	}
+	r.waitSuccesses(t, 10, completed)
+	reads := r.stop(t)
+
+	var failed []timedRead
+	overlapped := 0
+	var slowest time.Duration // of the reads that ran while the reload did
+	for _, rd := range reads {
+		if rd.start.Before(reloadReturned) && rd.end.After(reloadStart) {
+			overlapped++
+			slowest = max(slowest, rd.end.Sub(rd.start))
+		}
+		if rd.err == nil {
+			if rd.aud != "Client-Name-"+h.st.clientID {
+				t.Errorf("a read through %s returned a token with aud %q", standby.id, rd.aud)
+			}
+			continue
+		}
+		failed = append(failed, rd)
+		if !rd.start.Before(completed) || !rd.end.After(reloadStart) {
+			t.Errorf("a read failed outside the reload: it ran from %s to %s after the reload began (completed after %s): %v",
+				rd.start.Sub(reloadStart).Round(time.Millisecond), rd.end.Sub(reloadStart).Round(time.Millisecond),
+				completed.Sub(reloadStart).Round(time.Millisecond), rd.err)
+		}
+	}
+	if overlapped == 0 {
+		t.Fatal("no read ran while the reload did: the reader proves nothing")
+	}
+	window := "none"
+	if len(failed) > 0 {
+		window = fmt.Sprintf("%s, from %s to %s after the reload began; first error: %v",
+			failed[len(failed)-1].end.Sub(failed[0].start).Round(time.Millisecond),
+			failed[0].start.Sub(reloadStart).Round(time.Millisecond),
+			failed[len(failed)-1].end.Sub(reloadStart).Round(time.Millisecond), failed[0].err)
+	}
+	t.Logf("upgrade under load: %d reads through %s, %d failed; the reload command took %s and was complete %s after it began (%d polls); "+
+		"%d reads ran during the reload, the slowest took %s; failed window: %s",
+		len(reads), standby.id, len(failed), reloadReturned.Sub(reloadStart).Round(time.Millisecond),
+		completed.Sub(reloadStart).Round(time.Millisecond), polls, overlapped, slowest.Round(time.Millisecond), window)
+	h.st.requireTokenWorks(t, "last token read during the upgrade", reads[len(reads)-1].token)
+
+	// Nothing runs the old binary any more; the active node runs the new
+	// one from its own plugin directory.
+	old := func(n *raftNode) string { return filepath.Join(n.pluginDir, pluginName) }
+	err = waitFor(clusterWait, 100*time.Millisecond, nil, func() (bool, error) {
+		for _, n := range c.nodes {
+			if slices.Contains(pluginExecutables(n), old(n)) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		for _, n := range c.nodes {
+			t.Logf("%s runs %v", n.id, pluginExecutables(n))
+		}
+		t.Fatalf("a node still runs the old plugin binary after the reload: %v", err)
+	}
+	requireRuns(t, active, filepath.Join(active.pluginDir, command))
+
+	// Another node takes over and starts the new version from its own
+	// plugin directory.
+	active.vault(t, "operator", "step-down")
+	next := c.waitActive(t)
+	if next == active {
+		t.Fatalf("%s is still active after vault operator step-down", active.id)
+	}
+	if got := next.mounts(t)["piwik/"].RunningPluginVersion; got != upgradeVersion {
+		t.Errorf("after the step-down %s runs piwik/ at %q, want %q", next.id, got, upgradeVersion)
+	}
+	h.requireCreds(next)
+	requireRuns(t, next, filepath.Join(next.pluginDir, command))
+}
+
+// requireRuns fails t unless node n runs the plugin executable exe.
+func requireRuns(t *testing.T, n *raftNode, exe string) {
+	t.Helper()
+	err := waitFor(clusterWait, 100*time.Millisecond, nil, func() (bool, error) {
+		return slices.Contains(pluginExecutables(n), exe), nil
+	})
+	if err != nil {
+		t.Fatalf("%s does not run %s; it runs %v", n.id, exe, pluginExecutables(n))
+	}
+}
+
+// pluginExecutables lists the executables of the processes node n's server
+// started (its process group, less the server itself).
+func pluginExecutables(n *raftNode) []string {
+	pgid := n.proc.cmd.Process.Pid
+	entries, _ := os.ReadDir("/proc")
+	var exes []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == pgid {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp …; comm may contain spaces.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) < 3 || fields[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil {
+			exes = append(exes, exe)
+		}
+	}
+	return exes
+}
+
+// timedRead is one creds read of a credsReader.
+type timedRead struct {
+	start, end time.Time
+	err        error
+	token, aud string
+}
+
+// credsReader reads a creds path through one node again and again, a few
+// milliseconds apart, and records each read.
+type credsReader struct {
+	mu    sync.Mutex
+	reads []timedRead
+	quit  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+// readPause is the pause between two reads of a credsReader: it paces the
+// reader, it synchronises nothing.
+const readPause = 10 * time.Millisecond
+
+func startCredsReader(t *testing.T, n *raftNode, path string) *credsReader {
+	t.Helper()
+	client := n.client(t, n.token)
+	r := &credsReader{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for {
+			select {
+			case <-r.quit:
+				return
+			default:
+			}
+			rd := timedRead{start: time.Now()}
+			s, err := client.Logical().Read(path)
+			rd.end = time.Now()
+			switch {
+			case err != nil:
+				rd.err = err
+			case s == nil || s.Data["access_token"] == nil:
+				rd.err = errors.New("no token in the response")
+			default:
+				rd.token, _ = s.Data["access_token"].(string)
+				rd.aud, _ = s.Data["aud"].(string)
+			}
+			r.mu.Lock()
+			r.reads = append(r.reads, rd)
+			r.mu.Unlock()
+			time.Sleep(readPause)
+		}
+	}()
+	return r
+}
+
+// waitSuccesses waits until at least n reads that started after since have
+// succeeded.
+func (r *credsReader) waitSuccesses(t *testing.T, n int, since time.Time) {
+	t.Helper()
+	err := waitFor(clusterWait, 20*time.Millisecond, nil, func() (bool, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		ok := 0
+		for _, rd := range r.reads {
+			if rd.err == nil && rd.start.After(since) {
+				ok++
+			}
+		}
+		return ok >= n, nil
+	})
+	if err != nil {
+		reads := r.stop(t)
+		last := "none"
+		if len(reads) > 0 {
+			last = fmt.Sprint(reads[len(reads)-1].err)
+		}
+		t.Fatalf("the reader did not get %d tokens in %s (%d reads; last error: %s)", n, clusterWait, len(reads), last)
+	}
+}
+
+// stop ends the reader and returns its reads; every token read is
+// remembered for the log scan. It may be called more than once.
+func (r *credsReader) stop(t *testing.T) []timedRead {
+	t.Helper()
+	r.once.Do(func() {
+		close(r.quit)
+		<-r.done
+		for _, rd := range r.reads {
+			if rd.token != "" {
+				rememberSecret(t, "access token read during the HA upgrade", rd.token)
+			}
+		}
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.reads)
 }

@@ -27,11 +27,15 @@ var pluginPaths = []struct {
 	{"/piwik/metrics", []string{"get"}, false},
 }
 
-// sensitiveFields must never have a default or an example in the document,
-// must be marked sensitive where they are written, and are never returned.
-// client_id is an identifier, returned on read like the AWS and Azure
-// engines' key and client ids; the secret is what grants access.
+// sensitiveFields must never have a default or an example in the document
+// and must be marked sensitive where they are written. client_id is an
+// identifier, returned on read like the AWS and Azure engines' key and
+// client ids; the secret is what grants access.
 var sensitiveFields = []string{"client_secret"}
+
+// neverReturned are the fields no response may document. (Reads return
+// client_id, so that an operator can tell which credential is in use.)
+var neverReturned = []string{"client_secret"}
 
 // oasDoc is the part of Vault's OpenAPI document the test reads.
 type oasDoc struct {
@@ -61,9 +65,11 @@ func (p oasPath) operations() map[string]*oasOperation {
 }
 
 type oasParam struct {
-	Name        string `json:"name"`
-	In          string `json:"in"`
-	Description string `json:"description"`
+	Name        string     `json:"name"`
+	In          string     `json:"in"`
+	Description string     `json:"description"`
+	Required    bool       `json:"required"`
+	Schema      *oasSchema `json:"schema"`
 }
 
 type oasOperation struct {
@@ -86,8 +92,10 @@ type oasMedia struct {
 type oasSchema struct {
 	Ref          string                `json:"$ref"`
 	Type         string                `json:"type"`
+	Format       string                `json:"format"`
 	Description  string                `json:"description"`
 	Properties   map[string]*oasSchema `json:"properties"`
+	Required     []string              `json:"required"`
 	Default      json.RawMessage       `json:"default"`
 	Example      json.RawMessage       `json:"example"`
 	DisplayAttrs *struct {
@@ -177,7 +185,7 @@ func TestOpenAPIDocumentsEveryPath(t *testing.T) {
 					refsMissing++
 				}
 				requireFieldsDescribed(t, where+" response", body)
-				for _, name := range sensitiveFields {
+				for _, name := range neverReturned {
 					if _, ok := body.Properties[name]; ok {
 						t.Errorf("%s: the response documents %s, which must never be returned", where, name)
 					}

@@ -61,6 +61,7 @@ func (v *vaultServer) enableAudit(t *testing.T) {
 	path := filepath.Join(v.dir, v.name+"-audit.log")
 	v.vault(t, "audit", "enable", "file", "file_path="+path)
 	rememberLog(path)
+	v.auditLog = path
 }
 
 // privateMount mounts the plugin at mount on the shared dev server, against

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -25,10 +26,10 @@ func TestUpgradePluginVersion(t *testing.T) {
 	before := v.readCreds(t, v.token, mount+"/creds/reporting")
 
 	command := pluginName + "-" + upgradeVersion
-	buildPlugin(t, filepath.Join(v.pluginDir, command), upgradeVersion)
+	copyBinary(t, upgradeBinary(t), v.pluginDir, command)
 	v.registerPlugin(t, command, upgradeVersion)
 	v.vault(t, "secrets", "tune", "-plugin-version="+upgradeVersion, mount+"/")
-	v.vault(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName)
+	v.vault(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName, "-scope=global")
 
 	err := waitFor(30*time.Second, 200*time.Millisecond, v.proc, func() (bool, error) {
 		return v.mounts(t)[mount+"/"].RunningPluginVersion == upgradeVersion, nil
@@ -52,6 +53,27 @@ func TestUpgradePluginVersion(t *testing.T) {
 		t.Error("the lease from before the upgrade survived vault lease revoke")
 	}
 	v.vault(t, "lease", "revoke", after.leaseID)
+}
+
+// upgraded holds the plugin built as upgradeVersion, built once for the
+// tests that upgrade to it.
+var upgraded struct {
+	sync.Mutex
+	path string
+}
+
+// upgradeBinary returns the path of the plugin built as upgradeVersion,
+// building it on first use.
+func upgradeBinary(t *testing.T) string {
+	t.Helper()
+	upgraded.Lock()
+	defer upgraded.Unlock()
+	if upgraded.path == "" {
+		path := filepath.Join(mkdir(t, filepath.Join(suite.root, "build")), pluginName+"-"+upgradeVersion)
+		buildPlugin(t, path, upgradeVersion)
+		upgraded.path = path
+	}
+	return upgraded.path
 }
 
 // buildPlugin builds the plugin from this repo into out, stamped with

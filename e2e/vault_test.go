@@ -34,6 +34,8 @@ type vaultServer struct {
 	dir       string
 	pluginDir string
 	proc      *process
+	// auditLog is the file of the audit device at file/, once enabled.
+	auditLog string
 }
 
 // startDevVault starts `vault server -dev` with the plugin binary copied
@@ -126,12 +128,18 @@ func (v *vaultServer) waitActive(t *testing.T) {
 // copyPlugin copies the plugin binary under test into dir as name.
 func copyPlugin(t *testing.T, dir, name string) {
 	t.Helper()
+	copyBinary(t, suite.pluginBin, dir, name)
+}
+
+// copyBinary copies the executable src into dir as name.
+func copyBinary(t *testing.T, src, dir, name string) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(suite.pluginBin)
+	data, err := os.ReadFile(src)
 	if err != nil {
-		t.Fatalf("PLUGIN_BINARY: %v", err)
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
 		t.Fatal(err)
@@ -208,6 +216,7 @@ func (v *vaultServer) readSecret(t *testing.T, token, path string) *api.Secret {
 
 // creds is what piwik/creds/<role> returns, with its lease.
 type creds struct {
+	requestID     string
 	leaseID       string
 	leaseDuration int
 	renewable     bool
@@ -226,6 +235,7 @@ func (v *vaultServer) readCreds(t *testing.T, token, path string) creds {
 	}
 	rememberSecret(t, "access token read from "+path+" in "+t.Name(), access)
 	return creds{
+		requestID:     s.RequestID,
 		leaseID:       s.LeaseID,
 		leaseDuration: s.LeaseDuration,
 		renewable:     s.Renewable,
