@@ -20,6 +20,9 @@ const (
 	controlLifetime    = controlPrefix + "lifetime"
 	controlCredentials = controlPrefix + "credentials"
 	controlStats       = controlPrefix + "stats"
+	controlSchedule    = controlPrefix + "schedule"
+	controlClients     = controlPrefix + "clients"
+	controlIssued      = controlPrefix + "issued"
 )
 
 // faultRequest is the body of POST /_standin/fault. Count > 0 arms the fault
@@ -32,6 +35,22 @@ type faultRequest struct {
 	Status     int       `json:"status"`
 	Location   string    `json:"location"`
 	Echo       string    `json:"echo"`
+}
+
+// scheduleRequest is the body of POST /_standin/schedule: the phases of a
+// Schedule, or "stop" to end the one that runs.
+type scheduleRequest struct {
+	Phases []phaseRequest `json:"phases"`
+	Repeat bool           `json:"repeat"`
+	Stop   bool           `json:"stop"`
+}
+
+// phaseRequest is one Phase of a scheduleRequest; its fault has no count.
+type phaseRequest struct {
+	Name       string       `json:"name"`
+	DurationMS int          `json:"duration_ms"`
+	Fault      faultRequest `json:"fault"`
+	Revoke     []string     `json:"revoke"`
 }
 
 // lifetimeRequest is the body of POST /_standin/lifetime.
@@ -59,8 +78,16 @@ type stats struct {
 // serveControl serves the /_standin/ endpoints. A POST replies 204 when it
 // succeeds and 400 with {"error": "..."} when its body is wrong.
 func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == controlStats {
-		s.serveStats(w, r)
+	if report := s.controlReport(r); report != nil {
+		if r.Method != http.MethodGet {
+			allow := http.MethodGet
+			if r.URL.Path == controlSchedule {
+				allow = "GET, POST"
+			}
+			methodNotAllowed(w, allow)
+			return
+		}
+		jsonReply(http.StatusOK, "application/json", report()).write(w)
 		return
 	}
 	update := s.controlUpdate(r.URL.Path)
@@ -87,18 +114,67 @@ func (s *Server) controlUpdate(path string) func(*http.Request) error {
 		return s.controlLifetime
 	case controlCredentials:
 		return s.controlCredentials
+	case controlSchedule:
+		return s.controlSchedule
 	}
 	return nil
 }
 
-// serveStats serves GET /_standin/stats.
-func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		methodNotAllowed(w, http.MethodGet)
-		return
+// controlReport returns the function that computes the body of a GET
+// control path (stats, schedule, clients, issued), or nil for the others.
+// POST /_standin/schedule is an update, not a report.
+func (s *Server) controlReport(r *http.Request) func() any {
+	switch r.URL.Path {
+	case controlStats:
+		return func() any { return stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued()} }
+	case controlSchedule:
+		if r.Method == http.MethodPost {
+			return nil
+		}
+		return func() any { return s.ScheduleReport() }
+	case controlClients:
+		return func() any {
+			return clientsReport{RetryAfterGraceMS: s.RetryAfterGrace().Milliseconds(), Clients: s.ClientReports()}
+		}
+	case controlIssued:
+		id := r.URL.Query().Get("client_id")
+		return func() any { return issuedReport{ClientID: id, Tokens: s.Issued(id)} }
 	}
-	st := stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued()}
-	jsonReply(http.StatusOK, "application/json", st).write(w)
+	return nil
+}
+
+// clientsReport is the body of GET /_standin/clients.
+type clientsReport struct {
+	RetryAfterGraceMS int64          `json:"retry_after_grace_ms"`
+	Clients           []ClientReport `json:"clients"`
+}
+
+// issuedReport is the body of GET /_standin/issued?client_id=...
+type issuedReport struct {
+	ClientID string        `json:"client_id"`
+	Tokens   []IssuedToken `json:"tokens"`
+}
+
+// fault checks a fault request and converts it.
+func (req faultRequest) fault() (Fault, error) {
+	switch {
+	case !req.Kind.Valid():
+		return Fault{}, fmt.Errorf("unknown fault kind %q", req.Kind)
+	case req.RetryAfter < 0 || req.DelayMS < 0 || req.Count < 0:
+		return Fault{}, errors.New("retry_after, delay_ms and count must not be negative")
+	case req.Status != 0 && (req.Status < 300 || req.Status > 399):
+		return Fault{}, fmt.Errorf("status %d is not a redirect", req.Status)
+	case req.Echo != "" && !slices.Contains(echoModes, req.Echo):
+		return Fault{}, fmt.Errorf("unknown echo mode %q", req.Echo)
+	}
+	return Fault{
+		Kind:       req.Kind,
+		RetryAfter: req.RetryAfter,
+		Delay:      time.Duration(req.DelayMS) * time.Millisecond,
+		Status:     req.Status,
+		Location:   req.Location,
+		Echo:       req.Echo,
+	}, nil
 }
 
 // controlFault serves POST /_standin/fault.
@@ -107,23 +183,9 @@ func (s *Server) controlFault(r *http.Request) error {
 	if err := decodeStrict(r.Body, &req); err != nil {
 		return err
 	}
-	switch {
-	case !req.Kind.Valid():
-		return fmt.Errorf("unknown fault kind %q", req.Kind)
-	case req.RetryAfter < 0 || req.DelayMS < 0 || req.Count < 0:
-		return errors.New("retry_after, delay_ms and count must not be negative")
-	case req.Status != 0 && (req.Status < 300 || req.Status > 399):
-		return fmt.Errorf("status %d is not a redirect", req.Status)
-	case req.Echo != "" && !slices.Contains(echoModes, req.Echo):
-		return fmt.Errorf("unknown echo mode %q", req.Echo)
-	}
-	f := Fault{
-		Kind:       req.Kind,
-		RetryAfter: req.RetryAfter,
-		Delay:      time.Duration(req.DelayMS) * time.Millisecond,
-		Status:     req.Status,
-		Location:   req.Location,
-		Echo:       req.Echo,
+	f, err := req.fault()
+	if err != nil {
+		return err
 	}
 	switch {
 	case req.Count > 0:
@@ -137,6 +199,38 @@ func (s *Server) controlFault(r *http.Request) error {
 		s.SetFault(f)
 	}
 	return nil
+}
+
+// errNoPhases is what a schedule request without phases and without
+// "stop" gets: an empty list is more likely a mistake than a wish to stop.
+var errNoPhases = errors.New(`phases: at least one phase, or "stop": true`)
+
+// controlSchedule serves POST /_standin/schedule.
+func (s *Server) controlSchedule(r *http.Request) error {
+	var req scheduleRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.Stop && len(req.Phases) > 0:
+		return errors.New(`"stop" and "phases" exclude each other`)
+	case req.Stop:
+		return s.SetSchedule(Schedule{})
+	case len(req.Phases) == 0:
+		return errNoPhases
+	}
+	sc := Schedule{Repeat: req.Repeat}
+	for i, p := range req.Phases {
+		if p.Fault.Count != 0 {
+			return fmt.Errorf("phase %d (%q): a phase's fault has no count", i, p.Name)
+		}
+		f, err := p.Fault.fault()
+		if err != nil {
+			return fmt.Errorf("phase %d (%q): %w", i, p.Name, err)
+		}
+		sc.Phases = append(sc.Phases, Phase{Name: p.Name, Duration: time.Duration(p.DurationMS) * time.Millisecond, Fault: f, Revoked: p.Revoke})
+	}
+	return s.SetSchedule(sc)
 }
 
 // controlLifetime serves POST /_standin/lifetime.

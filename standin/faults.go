@@ -192,7 +192,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, f Fault, lif
 		s.echoReply(r, f.Echo, body, lifetime).write(w)
 	case FaultHugeHeader:
 		w.Header().Set("X-Padding", strings.Repeat("p", hugeHeaderSize))
-		s.tokenReply(r.Header.Get("Content-Type"), body, nil, FaultNone).write(w)
+		s.tokenReply(r.Header.Get("Content-Type"), body, nil, FaultNone, false).write(w)
 	case FaultNotImplemented:
 		proxyReply(http.StatusNotImplemented).write(w)
 	case FaultRateLimit:
@@ -313,21 +313,23 @@ func (s *Server) pause(ctx context.Context, d time.Duration) bool {
 }
 
 // trickle sends rp one byte at a time, flushing each and pausing d between
-// them, until it is sent or the client gives up.
-func (s *Server) trickle(w http.ResponseWriter, r *http.Request, rp reply, d time.Duration) {
+// them, until it is sent or the client gives up. It reports whether the
+// whole reply was sent.
+func (s *Server) trickle(w http.ResponseWriter, r *http.Request, rp reply, d time.Duration) bool {
 	rp.writeHeader(w)
 	rc := http.NewResponseController(w)
 	for i := range rp.body {
 		if i > 0 && !s.pause(r.Context(), d) {
-			return
+			return false
 		}
 		if _, err := w.Write(rp.body[i : i+1]); err != nil {
-			return
+			return false
 		}
 		if err := rc.Flush(); err != nil {
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // streamHuge sends a 200 token reply whose access_token is about 20 MiB,

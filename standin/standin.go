@@ -61,8 +61,13 @@ type Options struct {
 	// Org is the JWT "org" and the organisation named in 402 replies;
 	// default "default".
 	Org string
-	// Now is the clock for iat, exp and TokenValid; default time.Now.
+	// Now is the clock for iat, exp and TokenValid, schedules and the
+	// per-client records; default time.Now.
 	Now func() time.Time
+	// RetryAfterGrace is how long after a 429 a request of the same client
+	// id may arrive without counting as a violation of its Retry-After;
+	// default DefaultRetryAfterGrace. See ClientReports.
+	RetryAfterGrace time.Duration
 }
 
 // Server is the stand-in. It implements http.Handler and is safe for
@@ -78,6 +83,9 @@ type Server struct {
 	fault     Fault // for every request, set by SetFault
 	next      Fault // for the next nextCount requests, set by FailNext
 	nextCount int
+	sched     *runningSchedule // set by SetSchedule
+
+	clients *clientTracker
 
 	tokenRequests atomic.Int64
 	tokensIssued  atomic.Int64
@@ -88,12 +96,17 @@ type Server struct {
 
 // New returns a Server configured by opts.
 func New(opts Options) *Server {
+	grace := opts.RetryAfterGrace
+	if grace <= 0 {
+		grace = DefaultRetryAfterGrace
+	}
 	s := &Server{
-		org:    opts.Org,
-		now:    opts.Now,
-		key:    make([]byte, 32),
-		creds:  make(map[string]Credential),
-		closed: make(chan struct{}),
+		org:     opts.Org,
+		now:     opts.Now,
+		key:     make([]byte, 32),
+		creds:   make(map[string]Credential),
+		clients: newClientTracker(grace),
+		closed:  make(chan struct{}),
 	}
 	if s.org == "" {
 		s.org = DefaultOrg
@@ -154,7 +167,7 @@ func (s *Server) SetLifetime(d time.Duration) {
 }
 
 // SetFault makes every later /auth/token request get f; Fault{} clears it.
-// Faults armed by FailNext still come first.
+// Faults armed by FailNext, and a running schedule's, come first.
 func (s *Server) SetFault(f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -163,7 +176,8 @@ func (s *Server) SetFault(f Fault) {
 
 // FailNext makes the next n /auth/token requests get f, whatever their
 // outcome would have been; after them the server is back to normal, or to
-// the fault set by SetFault. It replaces any earlier FailNext; n <= 0 cancels.
+// the fault of the schedule or SetFault. It replaces any earlier FailNext;
+// n <= 0 cancels.
 func (s *Server) FailNext(n int, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -199,13 +213,18 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closed) })
 }
 
-// nextFault picks the fault for one token request and counts FailNext down.
-func (s *Server) nextFault() Fault {
+// nextFault picks the fault for one token request and counts FailNext
+// down: FailNext's, else the fault of the phase run the request arrived in
+// (run, when a schedule runs), else SetFault's.
+func (s *Server) nextFault(run *phaseRun, phase Fault) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.nextCount > 0 {
+	switch {
+	case s.nextCount > 0:
 		s.nextCount--
 		return s.next
+	case run != nil:
+		return phase
 	}
 	return s.fault
 }

@@ -1026,3 +1026,312 @@ func TestFaultKindValid(t *testing.T) {
 		t.Error(`"Rate_Limit".Valid() = true`)
 	}
 }
+
+// clientReport returns the record of clientID; a zero one when there is
+// none yet.
+func clientReport(s *Server, clientID string) ClientReport {
+	for _, c := range s.ClientReports() {
+		if c.ClientID == clientID {
+			return c
+		}
+	}
+	return ClientReport{}
+}
+
+// tokenStatus requests a token for id and secret and returns the status.
+func tokenStatus(t *testing.T, ts *httptest.Server, id, secret string) int {
+	t.Helper()
+	resp, err := post(t, nil, ts, "/auth/token", "application/json", jsonCreds("client_credentials", id, secret))
+	mustReply(t, resp, err)
+	return resp.StatusCode
+}
+
+func TestSchedule(t *testing.T) {
+	clock := newClock()
+	s, ts := newTest(t, Options{Now: clock.Now})
+	s.SetFault(Fault{Kind: FaultBadGateway})
+	err := s.SetSchedule(Schedule{Phases: []Phase{
+		{Name: "limited", Duration: 10 * time.Second, Fault: Fault{Kind: FaultRateLimit, RetryAfter: 1}},
+		{Name: "failing", Duration: 5 * time.Second, Fault: Fault{Kind: FaultServerError}},
+		{Name: "normal", Duration: 5 * time.Second},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := clock.Now()
+	steps := []struct {
+		at   time.Duration // since the schedule started
+		want int
+	}{
+		{0, 429}, {9 * time.Second, 429}, {10 * time.Second, 500}, {14 * time.Second, 500},
+		{15 * time.Second, 200}, {19 * time.Second, 200},
+		{20 * time.Second, 502}, // the schedule is over: SetFault's fault again
+	}
+	for _, st := range steps {
+		clock.Add(start.Add(st.at).Sub(clock.Now()))
+		if got := tokenStatus(t, ts, testID, testSecret); got != st.want {
+			t.Errorf("at %s: status %d, want %d", st.at, got, st.want)
+		}
+	}
+	s.FailNext(1, Fault{Kind: FaultUnavailable})
+	if got := tokenStatus(t, ts, testID, testSecret); got != 503 {
+		t.Errorf("FailNext after the schedule: status %d, want 503", got)
+	}
+
+	rep := s.ScheduleReport()
+	if rep.Running || len(rep.Phases) != 3 {
+		t.Fatalf("report: running %v, %d phase runs; want a finished schedule of 3", rep.Running, len(rep.Phases))
+	}
+	for i, want := range []struct {
+		name  string
+		start time.Duration
+		count OutcomeCounts
+	}{
+		{"limited", 0, OutcomeCounts{"429": 2}},
+		{"failing", 10 * time.Second, OutcomeCounts{"500": 2}},
+		{"normal", 15 * time.Second, OutcomeCounts{"200": 2}},
+	} {
+		p := rep.Phases[i]
+		if p.Name != want.name || p.Cycle != 0 || p.Index != i || !p.Start.Equal(start.Add(want.start)) || fmt.Sprint(p.Clients[testID]) != fmt.Sprint(want.count) {
+			t.Errorf("phase run %d = %+v, want %s from %s with %v", i, p, want.name, want.start, want.count)
+		}
+	}
+}
+
+func TestScheduleRepeats(t *testing.T) {
+	clock := newClock()
+	s, ts := newTest(t, Options{Now: clock.Now})
+	if err := s.SetSchedule(Schedule{Repeat: true, Phases: []Phase{
+		{Name: "up", Duration: time.Second},
+		{Name: "down", Duration: 2 * time.Second, Fault: Fault{Kind: FaultUnavailable}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	// Cycles of 3s: up at 0-1s, down at 1-3s, up at 3-4s, ...
+	var got []int
+	for range 7 {
+		got = append(got, tokenStatus(t, ts, testID, testSecret))
+		clock.Add(time.Second)
+	}
+	if want := []int{200, 503, 503, 200, 503, 503, 200}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	rep := s.ScheduleReport()
+	// The clock is at 7s: the down phase of cycle 2 has just begun.
+	if !rep.Running || len(rep.Phases) != 6 || rep.Phases[5].Cycle != 2 || rep.Phases[5].Name != "down" || rep.Phases[4].Clients[testID]["200"] != 1 {
+		t.Errorf("report: running %v, %d phase runs, last %+v; want 6 runs, the last the down of cycle 2",
+			rep.Running, len(rep.Phases), rep.Phases[len(rep.Phases)-1])
+	}
+	if err := s.SetSchedule(Schedule{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenStatus(t, ts, testID, testSecret); got != 200 || s.ScheduleReport().Running {
+		t.Errorf("after the schedule stopped: status %d, running %v", got, s.ScheduleReport().Running)
+	}
+}
+
+func TestScheduleRevokesCredentials(t *testing.T) {
+	clock := newClock()
+	other := Credential{ClientID: "client-b", ClientSecret: "secret-b"}
+	s, ts := newTest(t, Options{Now: clock.Now, Credentials: []Credential{other}})
+	if err := s.SetSchedule(Schedule{Phases: []Phase{
+		{Name: "deleted", Duration: time.Minute, Revoked: []string{testID}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenStatus(t, ts, testID, testSecret); got != 401 {
+		t.Errorf("revoked credential: status %d, want 401", got)
+	}
+	if got := tokenStatus(t, ts, other.ClientID, other.ClientSecret); got != 200 {
+		t.Errorf("another credential: status %d, want 200", got)
+	}
+	clock.Add(time.Minute)
+	if got := tokenStatus(t, ts, testID, testSecret); got != 200 {
+		t.Errorf("after the phase: status %d, want 200 (restored)", got)
+	}
+}
+
+func TestScheduleInvalid(t *testing.T) {
+	s := New(Options{})
+	for name, sc := range map[string]Schedule{
+		"zero duration":      {Phases: []Phase{{Name: "x"}}},
+		"unknown fault":      {Phases: []Phase{{Name: "x", Duration: time.Second, Fault: Fault{Kind: "meteor"}}}},
+		"empty revoked id":   {Phases: []Phase{{Name: "x", Duration: time.Second, Revoked: []string{""}}}},
+		"negative duration":  {Phases: []Phase{{Name: "x", Duration: -time.Second}}},
+		"second phase wrong": {Phases: []Phase{{Name: "x", Duration: time.Second}, {Name: "y"}}},
+	} {
+		if err := s.SetSchedule(sc); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestPeakInFlight(t *testing.T) {
+	s := New(Options{Credentials: []Credential{{ClientID: testID, ClientSecret: testSecret}, {ClientID: "client-b", ClientSecret: "secret-b"}}})
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	const concurrent = 3
+	s.FailNext(concurrent, Fault{Kind: FaultSlow, Delay: time.Minute})
+	var wg sync.WaitGroup
+	for range concurrent {
+		wg.Go(func() {
+			if resp, err := post(t, nil, ts, "/auth/token", "application/json", jsonCreds("client_credentials", testID, testSecret)); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	eventually(t, "three requests in flight", func() bool { return clientReport(s, testID).InFlight == concurrent })
+	if got := tokenStatus(t, ts, "client-b", "secret-b"); got != 200 {
+		t.Errorf("client-b: status %d, want 200", got)
+	}
+	s.Close() // releases the slow replies
+	wg.Wait()
+	eventually(t, "nothing in flight", func() bool { return clientReport(s, testID).InFlight == 0 })
+	c := clientReport(s, testID)
+	if c.PeakInFlight != concurrent || c.Requests != concurrent || c.Outcomes["200"] != concurrent {
+		t.Errorf("client %s: %+v; want a peak of %d and %d replies 200", testID, c, concurrent, concurrent)
+	}
+	if b := clientReport(s, "client-b"); b.PeakInFlight != 1 {
+		t.Errorf("client-b: peak %d, want 1: in-flight counts are per client id", b.PeakInFlight)
+	}
+}
+
+func TestRetryAfterViolations(t *testing.T) {
+	clock := newClock()
+	other := Credential{ClientID: "client-b", ClientSecret: "secret-b"}
+	s, ts := newTest(t, Options{Now: clock.Now, RetryAfterGrace: 300 * time.Millisecond, Credentials: []Credential{other}})
+	s.FailNext(1, Fault{Kind: FaultRateLimit, RetryAfter: 10})
+	if got := tokenStatus(t, ts, testID, testSecret); got != 429 {
+		t.Fatalf("status %d, want 429", got)
+	}
+	opened := clock.Now()
+	steps := []struct {
+		after time.Duration
+		id    string
+	}{
+		{100 * time.Millisecond, testID},    // within the grace: sent before the 429 arrived
+		{300 * time.Millisecond, testID},    // the grace's last instant
+		{2 * time.Second, testID},           // a violation
+		{3 * time.Second, other.ClientID},   // another client id: its own windows
+		{10 * time.Second, testID},          // the window is over
+		{10*time.Second + 1, testID},        // still over
+		{9999 * time.Millisecond, "nobody"}, // unknown client: no window
+	}
+	for _, st := range steps {
+		clock.Add(opened.Add(st.after).Sub(clock.Now()))
+		tokenStatus(t, ts, st.id, "x")
+	}
+	c := clientReport(s, testID)
+	want := Violation{At: opened.Add(2 * time.Second), WindowStart: opened, WindowEnd: opened.Add(10 * time.Second)}
+	if c.RateLimitWindows != 1 || c.RequestsInGrace != 2 || c.MaxInGrace != 2 || c.Violations != 1 || len(c.ViolationList) != 1 || c.ViolationList[0] != want {
+		t.Errorf("client %s: windows %d, in grace %d (max %d), violations %d %+v; want 1, 2 (2), 1 [%+v]",
+			testID, c.RateLimitWindows, c.RequestsInGrace, c.MaxInGrace, c.Violations, c.ViolationList, want)
+	}
+	if b := clientReport(s, other.ClientID); b.Violations != 0 || b.RequestsInGrace != 0 {
+		t.Errorf("client-b: %+v; want no violation", b)
+	}
+	if got := s.RetryAfterGrace(); got != 300*time.Millisecond {
+		t.Errorf("RetryAfterGrace = %s", got)
+	}
+	if got := New(Options{}).RetryAfterGrace(); got != DefaultRetryAfterGrace {
+		t.Errorf("default RetryAfterGrace = %s, want %s", got, DefaultRetryAfterGrace)
+	}
+}
+
+func TestOutcomesAndIssuedTokens(t *testing.T) {
+	clock := newClock()
+	s, ts := newTest(t, Options{Now: clock.Now, Lifetime: time.Minute})
+	if got := tokenStatus(t, ts, testID, testSecret); got != 200 {
+		t.Fatalf("status %d", got)
+	}
+	issuedAt := clock.Now()
+	clock.Add(time.Second)
+	tokenStatus(t, ts, testID, "wrong")
+	s.FailNext(1, Fault{Kind: FaultBadJWT})
+	tokenStatus(t, ts, testID, testSecret) // a 200 without a token
+	s.FailNext(1, Fault{Kind: FaultCloseConnection})
+	if _, err := post(t, nil, ts, "/auth/token", "application/json", jsonCreds("client_credentials", testID, testSecret)); err == nil {
+		t.Error("close_connection: got a reply")
+	}
+	s.FailNext(1, Fault{Kind: FaultHang})
+	c := &http.Client{Transport: ts.Client().Transport, Timeout: 100 * time.Millisecond}
+	if _, err := post(t, c, ts, "/auth/token", "application/json", jsonCreds("client_credentials", testID, testSecret)); !isTimeout(err) {
+		t.Errorf("hang: err %v, want a timeout", err)
+	}
+	eventually(t, "the hung request to end", func() bool { return clientReport(s, testID).InFlight == 0 })
+
+	got := clientReport(s, testID)
+	want := OutcomeCounts{"200": 2, "401": 1, OutcomeDropped: 1, OutcomeClientGone: 1}
+	if fmt.Sprint(got.Outcomes) != fmt.Sprint(want) || got.Requests != 5 || got.TokensIssued != 1 {
+		t.Errorf("outcomes %v, requests %d, tokens %d; want %v, 5, 1", got.Outcomes, got.Requests, got.TokensIssued, want)
+	}
+	issued := s.Issued(testID)
+	if len(issued) != 1 || !issued[0].At.Equal(issuedAt) || !issued[0].Exp.Equal(issuedAt.Add(time.Minute)) {
+		t.Errorf("issued %+v, want one token at %s expiring a minute later", issued, issuedAt)
+	}
+	if n := len(s.Issued("nobody")); n != 0 {
+		t.Errorf("issued to an unknown client: %d", n)
+	}
+}
+
+func TestControlSchedule(t *testing.T) {
+	s, ts := newTest(t, Options{})
+	tests := []struct {
+		name       string
+		method     string
+		body       string
+		wantStatus int
+		wantToken  int // status of a token request made afterwards; 0 for none
+	}{
+		{"a schedule", "POST", `{"phases":[{"name":"down","duration_ms":60000,"fault":{"kind":"unavailable"}}]}`, 204, 503},
+		{"a revoking schedule", "POST", `{"repeat":true,"phases":[{"name":"gone","duration_ms":60000,"revoke":["` + testID + `"]}]}`, 204, 401},
+		{"stop", "POST", `{"stop":true}`, 204, 200},
+		{"no phases", "POST", `{"phases":[]}`, 400, 200},
+		{"stop with phases", "POST", `{"stop":true,"phases":[{"name":"x","duration_ms":1}]}`, 400, 200},
+		{"a count", "POST", `{"phases":[{"name":"x","duration_ms":1000,"fault":{"kind":"hang","count":1}}]}`, 400, 200},
+		{"zero duration", "POST", `{"phases":[{"name":"x","fault":{"kind":"hang"}}]}`, 400, 200},
+		{"unknown kind", "POST", `{"phases":[{"name":"x","duration_ms":1000,"fault":{"kind":"meteor"}}]}`, 400, 200},
+		{"unknown field", "POST", `{"phases":[{"name":"x","duration_ms":1000,"fualt":{}}]}`, 400, 200},
+		{"PUT", "PUT", `{}`, 405, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := control(t, ts, tt.method, "/_standin/schedule", tt.body)
+			if status != tt.wantStatus {
+				t.Fatalf("status %d (%s), want %d", status, body, tt.wantStatus)
+			}
+			if tt.wantToken != 0 {
+				if got := tokenStatus(t, ts, testID, testSecret); got != tt.wantToken {
+					t.Errorf("token request: status %d, want %d", got, tt.wantToken)
+				}
+			}
+		})
+	}
+
+	if err := s.SetSchedule(Schedule{Phases: []Phase{{Name: "limited", Duration: time.Minute, Fault: Fault{Kind: FaultRateLimit, RetryAfter: 30}}}}); err != nil {
+		t.Fatal(err)
+	}
+	tokenStatus(t, ts, testID, testSecret)
+	tokenStatus(t, ts, testID, testSecret) // inside the window, after the grace or not
+	var sched ScheduleReport
+	status, body := control(t, ts, "GET", "/_standin/schedule", "")
+	if err := json.Unmarshal([]byte(body), &sched); status != 200 || err != nil || !sched.Running || len(sched.Phases) != 1 || sched.Phases[0].Clients[testID]["429"] != 2 {
+		t.Errorf("GET schedule: %d %s (err %v); want the running phase with two 429s", status, body, err)
+	}
+	var clients clientsReport
+	status, body = control(t, ts, "GET", "/_standin/clients", "")
+	if err := json.Unmarshal([]byte(body), &clients); status != 200 || err != nil || clients.RetryAfterGraceMS != 500 || len(clients.Clients) != 1 ||
+		clients.Clients[0].ClientID != testID || clients.Clients[0].RateLimitWindows != 2 || clients.Clients[0].Requests != 11 {
+		t.Errorf("GET clients: %d %s (err %v); want %s with 11 requests and 2 windows, grace 500ms", status, body, err, testID)
+	}
+	var issued issuedReport
+	status, body = control(t, ts, "GET", "/_standin/issued?client_id="+testID, "")
+	if err := json.Unmarshal([]byte(body), &issued); status != 200 || err != nil || issued.ClientID != testID || len(issued.Tokens) != 7 {
+		t.Errorf("GET issued: %d %s (err %v); want the 7 tokens issued to %s", status, body, err, testID)
+	}
+	for _, path := range []string{"/_standin/clients", "/_standin/issued"} {
+		if status, _ := control(t, ts, "POST", path, "{}"); status != 405 {
+			t.Errorf("POST %s: %d, want 405", path, status)
+		}
+	}
+}

@@ -71,6 +71,8 @@ type reply struct {
 	contentType string
 	body        []byte
 	location    string // a Location header, when set
+	// exp is the exp claim of the token the reply carries, 0 for none.
+	exp int64
 }
 
 // writeHeader sends the status line and headers of rp.
@@ -86,8 +88,14 @@ func (rp reply) writeHeader(w http.ResponseWriter) {
 
 // write sends rp at once.
 func (rp reply) write(w http.ResponseWriter) {
+	_ = rp.send(w)
+}
+
+// send sends rp at once and reports whether the body could not be written.
+func (rp reply) send(w http.ResponseWriter) error {
 	rp.writeHeader(w)
-	_, _ = w.Write(rp.body)
+	_, err := w.Write(rp.body)
+	return err
 }
 
 // jsonReply encodes v as the body of a JSON reply.
@@ -145,8 +153,11 @@ func (s *Server) noLicenseReply() reply {
 }
 
 // serveToken serves POST <prefix>/auth/token: it reads the body, applies the
-// fault for this request, then checks the request and issues a token.
+// fault for this request, then checks the request and issues a token. Each
+// request is recorded under its client id (see ClientReports) and, while a
+// schedule runs, under the phase it arrived in.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	arrived := s.now()
 	s.tokenRequests.Add(1)
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, http.MethodPost)
@@ -155,24 +166,48 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	// The body is read first, also for faults that ignore it: net/http only
 	// notices a client hanging up once the body has been read.
 	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	f := s.nextFault()
-	if f.Kind == FaultSlow && !s.pause(r.Context(), f.delay()) {
+	req, _ := parseTokenRequest(r.Header.Get("Content-Type"), body, readErr)
+	run, phaseFault, revoked := s.phaseAt(arrived, req.ClientID)
+	tr := s.clients.arrive(req.ClientID, arrived)
+	tw := &trackedWriter{ResponseWriter: w, tr: tr}
+	dropped := false
+	defer func() {
+		outcome := tw.outcome(r, dropped)
+		tr.done(outcome)
+		s.countInPhase(run, req.ClientID, outcome)
+	}()
+
+	f := s.nextFault(run, phaseFault)
+	switch f.Kind {
+	case FaultSlow:
+		if !s.pause(r.Context(), f.delay()) {
+			return
+		}
+	case FaultRateLimit:
+		tr.rateLimited(s.now(), time.Duration(f.retryAfter())*time.Second)
+	case FaultCloseConnection:
+		tr.replying()
+		dropped = true
+	}
+	if s.serveFault(tw, r, f, s.currentLifetime(), body) {
 		return
 	}
-	if s.serveFault(w, r, f, s.currentLifetime(), body) {
-		return
-	}
-	rp := s.tokenReply(r.Header.Get("Content-Type"), body, readErr, f.Kind)
+	rp := s.tokenReply(r.Header.Get("Content-Type"), body, readErr, f.Kind, revoked)
+	complete := false
 	if f.Kind == FaultTrickle {
-		s.trickle(w, r, rp, f.delay())
-		return
+		complete = s.trickle(tw, r, rp, f.delay())
+	} else {
+		complete = rp.send(tw) == nil
 	}
-	rp.write(w)
+	if complete && rp.exp != 0 {
+		tr.issued(s.now(), time.Unix(rp.exp, 0))
+	}
 }
 
 // tokenReply checks a token request and returns the reply to it: an error,
-// or a token altered by fault kind k.
-func (s *Server) tokenReply(contentType string, body []byte, readErr error, k FaultKind) reply {
+// or a token altered by fault kind k. A revoked credential is refused as an
+// unknown one.
+func (s *Server) tokenReply(contentType string, body []byte, readErr error, k FaultKind, revoked bool) reply {
 	req, hint := parseTokenRequest(contentType, body, readErr)
 	switch {
 	case hint != "":
@@ -184,7 +219,7 @@ func (s *Server) tokenReply(contentType string, body []byte, readErr error, k Fa
 	}
 	c, lifetime, ok := s.authenticate(req.ClientID, req.ClientSecret)
 	switch {
-	case !ok:
+	case !ok || revoked:
 		return errorReply(http.StatusUnauthorized, errClientAuth)
 	case c.NoLicense:
 		return s.noLicenseReply()
@@ -260,11 +295,13 @@ func (s *Server) issue(c Credential, lifetime time.Duration, k FaultKind) reply 
 	}
 	if k == FaultBadJWT {
 		out.AccessToken = "not-a-jwt"
-	} else {
-		out.AccessToken = s.mint(cl)
-		s.tokensIssued.Add(1)
+		return jsonReply(http.StatusOK, jsonUTF8, out)
 	}
-	return jsonReply(http.StatusOK, jsonUTF8, out)
+	out.AccessToken = s.mint(cl)
+	s.tokensIssued.Add(1)
+	rp := jsonReply(http.StatusOK, jsonUTF8, out)
+	rp.exp = cl.Exp
+	return rp
 }
 
 // seconds returns d in whole seconds.

@@ -45,6 +45,7 @@ func run() error {
 	certFile := flag.String("tls-cert-file", "", "serve HTTPS with this PEM certificate `file`")
 	keyFile := flag.String("tls-key-file", "", "PEM private key `file` for -tls-cert-file")
 	extra := flag.String("extra-credentials", "", "JSON `file` of more credentials: [{\"client_id\":…,\"client_secret\":…}]")
+	grace := flag.Duration("retry-after-grace", standin.DefaultRetryAfterGrace, "how long after a 429 a request of the same client id still counts as sent before it, not as a violation of its Retry-After (GET /_standin/clients)")
 	flag.Parse()
 
 	creds, err := credentials(*clientID, *extra)
@@ -62,7 +63,7 @@ func run() error {
 			return err
 		}
 	}
-	srv := standin.New(standin.Options{Credentials: creds, Lifetime: *lifetime})
+	srv := standin.New(standin.Options{Credentials: creds, Lifetime: *lifetime, RetryAfterGrace: *grace})
 	fmt.Printf("piwik-standin listening on %s\n", baseURL)
 	return serve(ln, srv)
 }
