@@ -178,15 +178,21 @@ func TestPiwikMonitoringPolicy(t *testing.T) {
 	}
 	parseProm(t, "vault read -format=raw piwik/metrics format=prometheus",
 		v.vaultAs(t, monitor, "", "read", "-format=raw", "piwik/metrics", "format=prometheus"))
-	c := v.client(t, monitor)
-	req := c.NewRequest(http.MethodGet, "/v1/piwik/metrics")
-	req.Params.Set("format", "prometheus")
-	resp, err := c.RawRequest(req)
+	// As the README's Prometheus scrape job does: the token as a bearer.
+	req, err := http.NewRequest(http.MethodGet, v.addr+"/v1/piwik/metrics?format=prometheus", nil)
 	if err != nil {
-		t.Fatalf("GET piwik/metrics?format=prometheus with piwik-monitoring: %v", err)
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+monitor)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET piwik/metrics?format=prometheus: %v", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET piwik/metrics?format=prometheus with piwik-monitoring as a bearer token: HTTP %d: %s", resp.StatusCode, body)
+	}
 	parseProm(t, "GET piwik/metrics?format=prometheus", string(body))
 
 	for _, args := range [][]string{
