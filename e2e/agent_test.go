@@ -54,7 +54,8 @@ func TestAgentRewritesTokenBeforeExpiry(t *testing.T) {
 	// static_secret_render_interval, here made 2s to fit 10-second tokens.
 	// token_reuse hands it the cached token while half its life is left, so
 	// most reads change nothing, and a new token replaces the old one while
-	// the old one still has about 3.5 s or more.
+	// the old one still has about 3 s or more (half its life, less one
+	// re-read period).
 	t.Run("unleased", func(t *testing.T) {
 		const lifetime = 10
 		const rotations = 3
