@@ -72,6 +72,11 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	if !report.Data.Config.OK {
 		t.Errorf("check: config = %+v, want ok: only the role's credential was dropped", report.Data.Config)
 	}
+	// The CLI shows what failed: the body's errors list.
+	if r := v.run(t, v.token, "", "read", mount+"/check"); r.exitCode != 2 || !strings.Contains(r.stderr, "Code: 502") ||
+		!strings.Contains(r.stderr, `role "analyst": Piwik PRO rejected the client credentials`) {
+		t.Errorf("vault read %s/check: exit %d, want 2 with the status and the failed role:\n%s", mount, r.exitCode, redact(r.stderr))
+	}
 	requireRoleResult(t, report, "reporting", true, "config")
 	analystResult := requireRoleResult(t, report, "analyst", false, "role")
 	if !strings.Contains(analystResult.Error, "invalid_client") {
