@@ -343,7 +343,7 @@ func (b *backend) mint(ctx context.Context, acct *account, role string, creds cr
 func (b *backend) observeAttempt(ctx context.Context, a attempt) {
 	b.metrics.attempt(a)
 	if logger := b.Logger(); logger.IsDebug() {
-		args := []any{"role", roleFromContext(ctx), "status", a.Status, "latency", a.Latency, "retry", a.Retry}
+		args := []any{"role", roleFromContext(ctx), "status", a.Status, "latency", a.Latency.String(), "retry", a.Retry}
 		if a.Err != nil {
 			args = append(args, "error", a.Err.Error())
 		}

@@ -206,10 +206,9 @@ func (c *client) waitTurn(ctx context.Context, g *gate, lastErr error) error {
 		switch {
 		case err == nil:
 			return nil
+		case !blocked && lastErr != nil:
+			return lastErr // out of time waiting for a slot: say what failed
 		case !blocked:
-			if lastErr != nil && ctx.Err() == nil {
-				return lastErr
-			}
 			return c.contextError(ctx)
 		case lastErr == nil:
 			return notSent

@@ -159,9 +159,12 @@ func (m *metrics) prometheus(mount string) ([]byte, error) {
 		return &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_COUNTER.Enum(),
 			Metric: []*dto.Metric{{Label: append([]*dto.LabelPair{mountLabel}, labels...), Counter: &dto.Counter{Value: proto.Float64(float64(v))}}}}
 	}
+	// Every kind is written, at 0 until it happens, so that the first
+	// failure after a start is an increase a rate() or an alert sees, not
+	// a new series.
 	byKind := func(name, help string, counts map[errorKind]uint64) *dto.MetricFamily {
 		family := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_COUNTER.Enum()}
-		for _, kind := range slices.Sorted(maps.Keys(counts)) {
+		for _, kind := range slices.Sorted(maps.Keys(withEveryKind(counts))) {
 			family.Metric = append(family.Metric, &dto.Metric{
 				Label:   []*dto.LabelPair{{Name: proto.String("kind"), Value: proto.String(string(kind))}, mountLabel},
 				Counter: &dto.Counter{Value: proto.Float64(float64(counts[kind]))},
@@ -204,6 +207,21 @@ func (m *metrics) prometheus(mount string) ([]byte, error) {
 		}
 	}
 	return buf.Bytes(), nil
+}
+
+// allKinds are the failure kinds a counter by kind always reports.
+var allKinds = []errorKind{
+	kindUnreachable, kindTLS, kindTimeout, kindRedirect, kindCredentials, kindNoLicense,
+	kindRateLimited, kindServer, kindUnexpected, kindBadReply, "canceled", "other",
+}
+
+// withEveryKind returns counts with a 0 for every kind it lacks.
+func withEveryKind(counts map[errorKind]uint64) map[errorKind]uint64 {
+	out := maps.Clone(counts)
+	for _, kind := range allKinds {
+		out[kind] += 0
+	}
+	return out
 }
 
 // percentileMillis returns the p-th percentile of sorted in milliseconds

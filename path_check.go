@@ -2,8 +2,12 @@ package piwik
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -92,35 +96,57 @@ func (b *backend) pathCheckRead(ctx context.Context, req *logical.Request, _ *fr
 	}
 
 	configResult, roleResults := b.runChecks(ctx, req.Storage, acct, names)
-	failures := map[int]bool{}
-	note := func(r checkResult) {
+	statuses := map[int]bool{}
+	var problems []string
+	note := func(what string, r checkResult) {
 		if r.err != nil {
-			failures[r.status()] = true
+			statuses[r.status()] = true
+			problems = append(problems, what+": "+r.err.Error())
 		}
 	}
-	note(configResult)
+	note("config", configResult)
 	rendered := make(map[string]any, len(roleResults))
-	for name, result := range roleResults {
-		note(result.checkResult)
+	for _, name := range slices.Sorted(maps.Keys(roleResults)) {
+		result := roleResults[name]
+		if result.source == "role" {
+			note(fmt.Sprintf("role %q", name), result.checkResult)
+		}
 		rendered[name] = result.render(map[string]any{"credentials": result.source})
 	}
-	resp := &logical.Response{Data: map[string]any{
-		"ok":     len(failures) == 0,
+	report := map[string]any{
+		"ok":     len(problems) == 0,
 		"config": configResult.render(nil),
 		"roles":  rendered,
-	}}
-	if len(failures) == 0 {
-		return resp, nil
+	}
+	if len(problems) == 0 {
+		return &logical.Response{Data: report}, nil
 	}
 	// A probe that only looks at the status must see the failure: every
 	// failure's own status when they agree, else 502.
 	status := http.StatusBadGateway
-	if len(failures) == 1 {
-		for s := range failures {
+	if len(statuses) == 1 {
+		for s := range statuses {
 			status = s
 		}
 	}
-	return logical.RespondWithStatusCode(resp, req, status)
+	return failedCheck(req, status, report, problems)
+}
+
+// failedCheck answers a check with status and the report. The body has
+// Vault's "errors" list as well as the report's "data", so that the CLI
+// and API clients, which print only the errors of a non-2xx answer, show
+// what failed.
+func failedCheck(req *logical.Request, status int, report map[string]any, problems []string) (*logical.Response, error) {
+	body, err := json.Marshal(map[string]any{"request_id": req.ID, "errors": problems, "data": report})
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]any{
+		logical.HTTPContentType: "application/json",
+		logical.HTTPStatusCode:  status,
+		// A string, not bytes, so that Vault's audit log HMACs it.
+		logical.HTTPRawBody: string(body),
+	}}, nil
 }
 
 // roleCheck is one role's result and whose credentials it used.

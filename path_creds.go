@@ -31,7 +31,7 @@ func pathCreds(b *backend) []*framework.Path {
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "read",
 				},
-				Summary: "Get a Piwik PRO access token as a lease.",
+				Summary: "Get a Piwik PRO access token, as a lease (or with its ttl for roles with leased=false).",
 				Responses: map[int][]framework.Response{
 					http.StatusOK: {{Description: "OK", Fields: credsResponseFields}},
 				},
@@ -50,6 +50,7 @@ var credsResponseFields = map[string]*framework.FieldSchema{
 	"sub":          {Type: framework.TypeString, Description: "The Piwik PRO user the token acts for (JWT sub), when present."},
 	"org":          {Type: framework.TypeString, Description: "The Piwik PRO organization (JWT org), when present."},
 	"aud":          {Type: framework.TypeString, Description: "The API credential's name (JWT aud), when present."},
+	"ttl":          {Type: framework.TypeInt64, Description: "Roles with leased=false only: whole seconds the token has left, capped by the role's ttl (there is no lease)."},
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -219,7 +220,14 @@ response names the Piwik PRO user the token acts for (sub, org, aud).
 
 Leases are not renewable: read the path again for a new token. Revoking a
 lease succeeds but cannot end the token early, because Piwik PRO has no
-revocation endpoint; the token stays valid until expires_at.
+revocation endpoint; the token stays valid until expires_at. A role with
+leased=false returns the token and its remaining ttl without a lease.
+
+A role with token_reuse keeps serving its cached token, with a warning,
+while Piwik PRO cannot issue a new one for a reason that may pass (it is
+unreachable, times out, fails with 5xx or rate limits) and the token has at
+least 30 seconds (or a quarter of its lifetime, if shorter) left. Never
+when Piwik PRO rejects the credential.
 
 Example:
 

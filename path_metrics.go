@@ -46,7 +46,7 @@ func pathMetrics(b *backend) []*framework.Path {
 							"requests_not_sent":   {Type: framework.TypeInt64, Description: "Token requests refused without a request, inside a rate-limit or backoff window."},
 							"not_sent_by_kind":    {Type: framework.TypeMap, Description: "requests_not_sent by the kind of failure that opened the window."},
 							"upstream_failures":   {Type: framework.TypeInt64, Description: "Requests that failed."},
-							"failures_by_kind":    {Type: framework.TypeMap, Description: "Failed requests by kind: unreachable, tls, timeout, credentials, no_license, rate_limited, server_error, unexpected, invalid_reply, canceled."},
+							"failures_by_kind":    {Type: framework.TypeMap, Description: "Failed requests by kind: unreachable, tls, timeout, redirect, credentials, no_license, rate_limited, server_error, unexpected, invalid_reply, canceled, other."},
 							"upstream_latency_ms": {Type: framework.TypeMap, Description: "Percentiles (p50, p90, p99, max) of the last 1024 request latencies, in milliseconds."},
 						},
 					}},

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,12 +18,14 @@ import (
 	"time"
 )
 
-// TestAppReadsNewTokenBeforeExpiry builds examples/app and runs it with the
-// reporting-reader AppRole against a Vault and a stand-in of its own that
-// issues 10-second tokens. The app's calls to /api/users/v2/me go through a
-// recorder in front of the stand-in, which shows that every call worked,
-// that the app moved to a second token before the first one expired, and
-// which tokens must not show in the app's output.
+// TestAppReadsNewTokenBeforeExpiry builds examples/app and runs it twice
+// at once, with an AppRole that carries the reporting-reader policy,
+// against a Vault and a stand-in of their own that issue 10-second tokens:
+// once on the leased reporting role, and once on a role with leased=false,
+// where the app has only the read's ttl to go by. Each app's calls to
+// /api/users/v2/me go through a recorder in front of the stand-in, which
+// shows that every call worked, that the app moved to a new token before
+// the old one expired, and which tokens must not show in the app's output.
 func TestAppReadsNewTokenBeforeExpiry(t *testing.T) {
 	requireBinaries(t)
 	dir := testDir(t)
@@ -35,35 +38,70 @@ func TestAppReadsNewTokenBeforeExpiry(t *testing.T) {
 	const lifetime = 10
 	st.setLifetime(t, lifetime)
 
+	const unleasedRole = "reporting-unleased"
+	v.vault(t, "write", "piwik/roles/"+unleasedRole, "leased=false")
+	policy := filepath.Join(dir, "unleased-reader.hcl")
+	writeFile(t, policy, fmt.Sprintf("path %q {\n  capabilities = [\"read\"]\n}\n", "piwik/creds/"+unleasedRole))
+	v.vault(t, "policy", "write", "unleased-reader", policy)
+	v.vault(t, "policy", "write", "reporting-reader", filepath.Join(examplesDir(t), "policies", "reporting-reader.hcl"))
 	confDir := mkdir(t, filepath.Join(dir, "etc"))
-	roleID, secretID := v.approleForReader(t)
+	roleID, secretID := v.approle(t, "reporting-reader", "unleased-reader")
 	writeFile(t, filepath.Join(confDir, "role-id"), roleID)
 	writeFile(t, filepath.Join(confDir, "secret-id"), secretID)
-	rec := newMeRecorder(t, st.url)
 
-	// A call every half second for 12 s: the first token (lease about 10 s)
-	// must be replaced after about 8 s, at the first call after that, which
-	// leaves it more than a second before it expires.
+	runs := []*appRun{
+		{name: "leased", creds: "piwik/creds/reporting", says: "lease", rec: newMeRecorder(t, st.url)},
+		{name: "unleased", creds: "piwik/creds/" + unleasedRole, says: "no lease, ttl", rec: newMeRecorder(t, st.url)},
+	}
+	// A call every half second for 12 s: the first token (lease or ttl
+	// about 10 s) must be replaced after about 8 s, at the first call after
+	// that, which leaves it more than a second before it expires.
 	const calls = 24
-	p, err := startProcess("example app", filepath.Join(dir, "app.log"), dir,
-		[]string{
-			"VAULT_ADDR=" + v.addr,
-			"PIWIK_URL=" + rec.url,
-			"APPROLE_ROLE_ID_FILE=" + filepath.Join(confDir, "role-id"),
-			"APPROLE_SECRET_ID_FILE=" + filepath.Join(confDir, "secret-id"),
-		},
-		app, "-interval=500ms", "-iterations="+strconv.Itoa(calls))
-	if err != nil {
-		t.Fatal(err)
+	for _, r := range runs {
+		p, err := startProcess("example app ("+r.name+")", filepath.Join(dir, "app-"+r.name+".log"), dir,
+			[]string{
+				"VAULT_ADDR=" + v.addr,
+				"PIWIK_URL=" + r.rec.url,
+				"APPROLE_ROLE_ID_FILE=" + filepath.Join(confDir, "role-id"),
+				"APPROLE_SECRET_ID_FILE=" + filepath.Join(confDir, "secret-id"),
+			},
+			app, "-creds="+r.creds, "-interval=500ms", "-iterations="+strconv.Itoa(calls))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.stop)
+		r.proc = p
 	}
-	t.Cleanup(p.stop)
-	select {
-	case <-p.done:
-	case <-time.After(90 * time.Second):
-		t.Fatal(p.failure("did not finish its calls within 90s"))
+	for _, r := range runs {
+		select {
+		case <-r.proc.done:
+		case <-time.After(90 * time.Second):
+			t.Fatal(r.proc.failure("did not finish its calls within 90s"))
+		}
 	}
+	for _, r := range runs {
+		t.Run(r.name, func(t *testing.T) {
+			r.check(t, calls, lifetime, secretID)
+		})
+	}
+}
 
-	seen := rec.calls()
+// appRun is one run of the example app: the creds path it reads, what it
+// must say it timed its reads by, the recorder its Piwik PRO calls go
+// through, and its process.
+type appRun struct {
+	name, creds, says string
+	rec               *meRecorder
+	proc              *process
+}
+
+// check fails t unless the run made calls successful calls to /me with at
+// least two tokens, each one first used before the one before it expired,
+// logged each token read with what it timed the next read by, and printed
+// neither a token nor the AppRole secretID.
+func (r *appRun) check(t *testing.T, calls, lifetime int, secretID string) {
+	t.Helper()
+	seen := r.rec.calls()
 	var tokens []string // in order of first use
 	firstUse := map[string]time.Time{}
 	for _, c := range seen {
@@ -77,8 +115,8 @@ func TestAppReadsNewTokenBeforeExpiry(t *testing.T) {
 			tokens = append(tokens, c.token)
 		}
 	}
-	if p.exitErr != nil {
-		t.Fatal(p.failure("failed"))
+	if r.proc.exitErr != nil {
+		t.Fatal(r.proc.failure("failed"))
 	}
 	if len(seen) != calls {
 		t.Fatalf("the app called /api/users/v2/me %d times, want %d", len(seen), calls)
@@ -98,7 +136,7 @@ func TestAppReadsNewTokenBeforeExpiry(t *testing.T) {
 		}
 	}
 
-	out, err := os.ReadFile(p.logPath)
+	out, err := os.ReadFile(r.proc.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +155,9 @@ func TestAppReadsNewTokenBeforeExpiry(t *testing.T) {
 	}
 	if n := strings.Count(output, "read a new access token"); n != len(tokens) {
 		t.Errorf("the app logged %d token reads, but used %d tokens:\n%s", n, len(tokens), output)
+	}
+	if n := strings.Count(output, "read a new access token from "+r.creds+": "+r.says+" "); n != len(tokens) {
+		t.Errorf("the app did not time each of its reads by the %s:\n%s", r.says, output)
 	}
 	t.Logf("the app made %d calls with %d tokens; the second was first used %s before the first expired",
 		len(seen), len(tokens), jwtExpiry(t, tokens[0]).Sub(firstUse[tokens[1]]).Round(100*time.Millisecond))

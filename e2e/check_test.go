@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // checkReport is what <mount>/check returns.
@@ -70,6 +72,11 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	if !report.Data.Config.OK {
 		t.Errorf("check: config = %+v, want ok: only the role's credential was dropped", report.Data.Config)
 	}
+	// The CLI shows what failed: the body's errors list.
+	if r := v.run(t, v.token, "", "read", mount+"/check"); r.exitCode != 2 || !strings.Contains(r.stderr, "Code: 502") ||
+		!strings.Contains(r.stderr, `role "analyst": Piwik PRO rejected the client credentials`) {
+		t.Errorf("vault read %s/check: exit %d, want 2 with the status and the failed role:\n%s", mount, r.exitCode, redact(r.stderr))
+	}
 	requireRoleResult(t, report, "reporting", true, "config")
 	analystResult := requireRoleResult(t, report, "analyst", false, "role")
 	if !strings.Contains(analystResult.Error, "invalid_client") {
@@ -106,8 +113,10 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 // token, "access_token" or one of hidden.
 func readCheck(t *testing.T, v *vaultServer, mount string, hidden []string, status int) checkReport {
 	t.Helper()
-	client := v.client(t, v.token)
-	resp, err := client.RawRequest(client.NewRequest(http.MethodGet, "/v1/"+mount+"/check"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A non-2xx answer comes with an error; the body is what matters.
+	resp, err := v.client(t, v.token).Logical().ReadRawWithContext(ctx, mount+"/check")
 	if resp == nil {
 		t.Fatalf("GET %s/check: %v", mount, err)
 	}

@@ -1,8 +1,9 @@
 // Command app is a small Piwik PRO API client that gets its access tokens
 // from Vault: it logs in with AppRole, reads piwik/creds/reporting, calls
 // GET /api/users/v2/me and prints who Piwik PRO says it is. Piwik PRO tokens
-// cannot be renewed, so it reads a new one from Vault once 80% of the lease
-// has passed, before the old one expires.
+// cannot be renewed, so it reads a new one from Vault once 80% of the token's
+// remaining life has passed, before the old one expires: of the lease, or,
+// for a role with leased=false (no lease), of the ttl the read returns.
 //
 // It is configured from the environment:
 //
@@ -36,7 +37,8 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// renewAt is the part of a lease after which the next token is read.
+// renewAt is the part of a token's remaining life (its lease, or its ttl
+// when the role is unleased) after which the next token is read.
 const renewAt = 0.8
 
 func main() {
@@ -122,7 +124,7 @@ func setting(name string) (string, error) {
 }
 
 // tokenSource hands out a Piwik PRO access token read from Vault, and reads
-// a new one once renewAt of its lease has passed. It logs in to Vault again
+// a new one once renewAt of its remaining life has passed. It logs in to Vault again
 // the same way when its Vault token nears its end.
 type tokenSource struct {
 	vault            *api.Client
@@ -155,11 +157,35 @@ func (s *tokenSource) get(ctx context.Context) (string, error) {
 	if access == "" {
 		return "", fmt.Errorf("read %s: no access_token in the reply", s.path)
 	}
-	lease := time.Duration(secret.LeaseDuration) * time.Second
-	next := time.Duration(float64(lease) * renewAt).Round(time.Second)
+	life, source, err := remainingLife(secret, now)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", s.path, err)
+	}
+	next := time.Duration(float64(life) * renewAt).Round(time.Second)
 	s.access, s.readAgain = access, now.Add(next)
-	log.Printf("read a new access token from %s: lease %s, next read in %s", s.path, lease, next)
+	log.Printf("read a new access token from %s: %s %s, next read in %s", s.path, source, life, next)
 	return access, nil
+}
+
+// remainingLife returns how long the token of a creds read has left, and
+// what said so: the lease, when the role gives one; otherwise (a role with
+// leased=false) the read's ttl, or failing that its expires_at. ttl comes
+// first because it does not depend on this machine's clock.
+func remainingLife(secret *api.Secret, now time.Time) (time.Duration, string, error) {
+	if secret.LeaseID != "" && secret.LeaseDuration > 0 {
+		return time.Duration(secret.LeaseDuration) * time.Second, "lease", nil
+	}
+	if n, ok := secret.Data["ttl"].(json.Number); ok {
+		if seconds, err := n.Int64(); err == nil && seconds > 0 {
+			return time.Duration(seconds) * time.Second, "no lease, ttl", nil
+		}
+	}
+	if s, ok := secret.Data["expires_at"].(string); ok {
+		if at, err := time.Parse(time.RFC3339, s); err == nil && at.After(now) {
+			return at.Sub(now), "no lease, expires_at in", nil
+		}
+	}
+	return 0, "", errors.New("the reply has neither a lease nor a ttl or expires_at in the future")
 }
 
 func (s *tokenSource) login(ctx context.Context) error {
