@@ -11,7 +11,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The Vault release the plugin is tested in; see tools/vault/go.mod.
 VAULT_BIN     := $(BIN)/vault
 
-.PHONY: all build standin vault dev dev-stop test unit e2e bench fuzz release fmt lint clean
+.PHONY: all build standin vault dev dev-stop test unit e2e soak resilience bench fuzz release fmt lint clean
 
 all: fmt lint build test
 
@@ -41,9 +41,29 @@ test: unit e2e
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
+# What the e2e suite needs to find the binaries under test.
+E2E_ENV := VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
+	PLUGIN_VERSION=$(VERSION)
+
 e2e: build standin vault
-	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
-		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 45m -v ./e2e/...
+	$(E2E_ENV) $(GO) test -count=1 -timeout 45m -v ./e2e/...
+
+# Readers of leased, unleased, minting and token_reuse roles against the
+# real Vault dev server for SOAK_DURATION while the stand-in cycles through
+# rate limits, 5xx, hangs, slow replies and a deleted credential, and the
+# plugin is reloaded once; the report goes to bench/results/soak.md. `make
+# test` runs the same test for 60 seconds.
+SOAK_DURATION ?= 10m
+soak: build standin vault
+	$(E2E_ENV) SOAK_DURATION=$(SOAK_DURATION) SOAK_REPORT=$(CURDIR)/bench/results/soak.md \
+		$(GO) test -count=1 -timeout 3h -v -run '^TestSoak$$' ./e2e/
+
+# A token_reuse role serves its cached token through a stand-in outage of
+# OUTAGE (5xx, dropped connections, hangs); `make test` runs a 24-second
+# outage, CI this one too.
+OUTAGE ?= 2m
+resilience: build standin vault
+	$(E2E_ENV) E2E_OUTAGE=$(OUTAGE) $(GO) test -count=1 -timeout 30m -v -run '^TestReuseRoleServesThroughOutage$$' ./e2e/
 
 # Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
 bench: build standin vault

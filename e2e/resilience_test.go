@@ -243,8 +243,6 @@ func TestRateLimitWindowSendsOneRequest(t *testing.T) {
 			t.Fatalf("read %d failed without an HTTP reply: %v", i+1, redactErr(r.err))
 		case respErr.StatusCode != http.StatusTooManyRequests || !strings.Contains(strings.Join(respErr.Errors, "\n"), want):
 			t.Errorf("read %d: HTTP %d %q; want 429 saying %q", i+1, respErr.StatusCode, redact(strings.Join(respErr.Errors, "\n")), want)
-		case i > 0 && r.end.Sub(r.start) > 2*time.Second:
-			t.Errorf("read %d took %s; a read refused without a request should answer at once", i+1, r.end.Sub(r.start))
 		}
 		if i == 9 {
 			t.Logf("read 10, %s after the first: HTTP %d: %s", r.start.Sub(first).Round(time.Millisecond), respErr.StatusCode, redact(strings.Join(respErr.Errors, "\n")))

@@ -24,6 +24,7 @@ type standinClient struct {
 	RateLimitWindows int64            `json:"rate_limit_windows"`
 	RequestsInGrace  int64            `json:"requests_in_grace"`
 	MaxInGrace       int              `json:"max_in_grace"`
+	MaxGraceDelayMS  float64          `json:"max_grace_delay_ms"`
 	Violations       int64            `json:"violations"`
 	ViolationList    []struct {
 		At          time.Time `json:"at"`

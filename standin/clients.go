@@ -53,6 +53,7 @@ type clientRecord struct {
 	windowsOpened  int64
 	inGrace        int64
 	maxInGrace     int
+	maxGraceDelay  time.Duration
 	violations     []Violation
 	violationCount int64
 	issued         []IssuedToken
@@ -144,6 +145,7 @@ func (t *clientTracker) arrive(clientID string, at time.Time) *tracked {
 			w.inGrace++
 			c.inGrace++
 			c.maxInGrace = max(c.maxInGrace, w.inGrace)
+			c.maxGraceDelay = max(c.maxGraceDelay, at.Sub(w.start))
 		default:
 			c.violationCount++
 			if len(c.violations) < maxKept {
@@ -212,10 +214,12 @@ type ClientReport struct {
 	PeakAt       time.Time `json:"peak_at,omitzero"`
 	// RateLimitWindows counts the 429s sent; RequestsInGrace the requests
 	// that arrived within the grace after one (MaxInGrace after the same
-	// one); Violations those that arrived later inside a window.
+	// one, the latest MaxGraceDelayMS after it); Violations those that
+	// arrived later inside a window.
 	RateLimitWindows int64       `json:"rate_limit_windows"`
 	RequestsInGrace  int64       `json:"requests_in_grace"`
 	MaxInGrace       int         `json:"max_in_grace"`
+	MaxGraceDelayMS  float64     `json:"max_grace_delay_ms"`
 	Violations       int64       `json:"violations"`
 	ViolationList    []Violation `json:"violation_list"`
 	TokensIssued     int64       `json:"tokens_issued"`
@@ -234,7 +238,8 @@ func (s *Server) ClientReports() []ClientReport {
 			ClientID: id, Requests: c.requests, Outcomes: c.outcomes.counts(),
 			InFlight: c.inFlight, PeakInFlight: c.peakInFlight, PeakAt: c.peakAt,
 			RateLimitWindows: c.windowsOpened, RequestsInGrace: c.inGrace, MaxInGrace: c.maxInGrace,
-			Violations: c.violationCount, ViolationList: slices.Clone(c.violations),
+			MaxGraceDelayMS: float64(c.maxGraceDelay.Microseconds()) / 1000,
+			Violations:      c.violationCount, ViolationList: slices.Clone(c.violations),
 			TokensIssued: c.issuedCount,
 		})
 	}

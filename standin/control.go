@@ -13,8 +13,10 @@ import (
 )
 
 // The control endpoints, under /_standin/, let a test in another process
-// reconfigure a running stand-in. They take JSON bodies (whatever the
-// Content-Type, so that a bare curl -d works) and reject unknown fields.
+// reconfigure a running stand-in (POST fault, lifetime, credentials,
+// schedule) and read what it recorded (GET stats, schedule, clients,
+// issued). The POSTs take JSON bodies (whatever the Content-Type, so that a
+// bare curl -d works) and reject unknown fields.
 const (
 	controlFault       = controlPrefix + "fault"
 	controlLifetime    = controlPrefix + "lifetime"

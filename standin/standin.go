@@ -2,7 +2,12 @@
 // development. It issues JWT-shaped tokens from POST <base>/auth/token,
 // answers GET <base>/api/users/v2/me for them, and can be told to misbehave
 // (rate limits, proxy errors, dropped connections, malformed replies) so the
-// plugin's client can be tested against every failure it must survive.
+// plugin's client can be tested against every failure it must survive, at
+// once or on a schedule of phases (SetSchedule). It records, per client id,
+// how many token requests were in flight at once, each 429 it sent and any
+// request that arrived before its Retry-After had passed, and when each
+// token was issued and expires (ClientReports, Issued), so that a test can
+// check how a client paced itself.
 //
 // The replies follow /work/shared/PIWIK-PRO-API.md. Tokens are not RSA
 // signed: the signature has the size of an RS256 one but is a keyed hash, so

@@ -1223,9 +1223,9 @@ func TestRetryAfterViolations(t *testing.T) {
 	}
 	c := clientReport(s, testID)
 	want := Violation{At: opened.Add(2 * time.Second), WindowStart: opened, WindowEnd: opened.Add(10 * time.Second)}
-	if c.RateLimitWindows != 1 || c.RequestsInGrace != 2 || c.MaxInGrace != 2 || c.Violations != 1 || len(c.ViolationList) != 1 || c.ViolationList[0] != want {
-		t.Errorf("client %s: windows %d, in grace %d (max %d), violations %d %+v; want 1, 2 (2), 1 [%+v]",
-			testID, c.RateLimitWindows, c.RequestsInGrace, c.MaxInGrace, c.Violations, c.ViolationList, want)
+	if c.RateLimitWindows != 1 || c.RequestsInGrace != 2 || c.MaxInGrace != 2 || c.MaxGraceDelayMS != 300 || c.Violations != 1 || len(c.ViolationList) != 1 || c.ViolationList[0] != want {
+		t.Errorf("client %s: windows %d, in grace %d (max %d, latest %vms in), violations %d %+v; want 1, 2 (2, 300ms), 1 [%+v]",
+			testID, c.RateLimitWindows, c.RequestsInGrace, c.MaxInGrace, c.MaxGraceDelayMS, c.Violations, c.ViolationList, want)
 	}
 	if b := clientReport(s, other.ClientID); b.Violations != 0 || b.RequestsInGrace != 0 {
 		t.Errorf("client-b: %+v; want no violation", b)

@@ -3,8 +3,11 @@
 //
 // The first credential's client id is -client-id; its secret is read from
 // $PIWIK_STANDIN_CLIENT_SECRET, never from a flag, so that it does not show
-// in ps. Faults, lifetime and credentials can be changed while it runs
-// through the /_standin/ endpoints.
+// in ps. Faults (at once, for a count of requests or on a schedule of
+// phases), lifetime and credentials can be changed while it runs through
+// the POST /_standin/ endpoints; GET /_standin/stats, /_standin/schedule,
+// /_standin/clients and /_standin/issued?client_id=... report what it
+// served.
 package main
 
 import (
