@@ -17,8 +17,10 @@ const (
 	// DefaultRetryAfterGrace is how long after a 429 a request of the same
 	// client id may still arrive without counting as a violation of its
 	// Retry-After: a request the client sent before the 429 reached it
-	// arrives a little after the 429 left.
-	DefaultRetryAfterGrace = 500 * time.Millisecond
+	// arrives a little after the 429 left. On loopback that is a matter of
+	// milliseconds, or tens of them on a loaded machine; a client that
+	// sends a request after the 429 reached it is seldom that quick.
+	DefaultRetryAfterGrace = 250 * time.Millisecond
 
 	// maxKept bounds the issued tokens and violations kept per client id;
 	// the counters go on counting.

@@ -1320,9 +1320,9 @@ func TestControlSchedule(t *testing.T) {
 	}
 	var clients clientsReport
 	status, body = control(t, ts, "GET", "/_standin/clients", "")
-	if err := json.Unmarshal([]byte(body), &clients); status != 200 || err != nil || clients.RetryAfterGraceMS != 500 || len(clients.Clients) != 1 ||
+	if err := json.Unmarshal([]byte(body), &clients); status != 200 || err != nil || clients.RetryAfterGraceMS != 250 || len(clients.Clients) != 1 ||
 		clients.Clients[0].ClientID != testID || clients.Clients[0].RateLimitWindows != 2 || clients.Clients[0].Requests != 11 {
-		t.Errorf("GET clients: %d %s (err %v); want %s with 11 requests and 2 windows, grace 500ms", status, body, err, testID)
+		t.Errorf("GET clients: %d %s (err %v); want %s with 11 requests and 2 windows, grace 250ms", status, body, err, testID)
 	}
 	var issued issuedReport
 	status, body = control(t, ts, "GET", "/_standin/issued?client_id="+testID, "")
