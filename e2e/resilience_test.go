@@ -75,11 +75,11 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 	const mount = "piwik-outage"
 	st := env.privateMount(t, mount)
 
-	// A token lives through the wait below reuse_min_remaining (10s), the
+	// A token lives through the wait below reuse_min_remaining (5s), the
 	// outage, the backoff window that may still be open after it (up to
-	// 30s) and 50s more, above the stale floor (at most 30s).
+	// 30s) and 55s more, above the stale floor (at most 30s).
 	lifetime := (outage + 90*time.Second).Truncate(time.Second)
-	minRemaining := lifetime - 10*time.Second
+	minRemaining := lifetime - 5*time.Second
 	floor := staleFloor(lifetime)
 	st.setLifetime(t, int(lifetime.Seconds()))
 	v.vault(t, "write", mount+"/roles/reuse", "token_reuse=true", "reuse_min_remaining="+strconv.Itoa(int(minRemaining.Seconds())))
@@ -200,7 +200,7 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 	}
 	t.Logf("outage of %s (%s) with a %s token (reuse_min_remaining %s, stale floor %s): %d reads, %d failed, %d inside the outage, "+
 		"%d with the stale warning (metrics: %d stale serves, %d requests not sent); %d token requests during the outage (%s), at most %d allowed, "+
-		"where a request per read would have made %d or more; a new token %s after the outage ended (%d reads got one)",
+		"where a request per read would have made %d or more; a new token %s after the outage ended (reads that got one: %d)",
 		outage, strings.Join(phaseNames(sched), ", "), lifetime, minRemaining, floor, len(reads), failed, inOutage, stale,
 		metricsAfter.StaleServes-metricsBefore.StaleServes, metricsAfter.RequestsNotSent-metricsBefore.RequestsNotSent,
 		requests, strings.Join(perPhase, ", "), bound, inOutage, recovered.Sub(outageEnd).Round(time.Millisecond), newTokens)

@@ -1027,7 +1027,10 @@ func vaultVersion() string {
 	if err != nil {
 		return "version unknown"
 	}
-	return strings.TrimSpace(string(out))
+	// "Vault v1.21.0, built <date> (cgo)": the date is no build's when
+	// the binary was built without one stamped in.
+	version, _, _ := strings.Cut(strings.TrimSpace(string(out)), ",")
+	return version
 }
 
 // childPIDs returns the processes whose parent is pid.
