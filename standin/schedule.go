@@ -69,64 +69,73 @@ func (s *Server) SetSchedule(sc Schedule) error {
 	}
 	rs := &runningSchedule{Schedule: sc, start: s.now(), counts: make(map[phaseRun]map[string]*outcomes)}
 	rs.Phases = slices.Clone(sc.Phases)
-	for _, p := range rs.Phases {
+	for i, p := range rs.Phases {
+		rs.Phases[i].Revoked = slices.Clone(p.Revoked)
 		rs.cycle += p.Duration
 	}
 	s.sched = rs
 	return nil
 }
 
-// at returns the phase run at t and its start; ok is false before the
-// schedule starts and after it ends.
-func (rs *runningSchedule) at(t time.Time) (run phaseRun, start time.Time, ok bool) {
+// at returns the phase run at t; ok is false before the schedule starts
+// and after it ends.
+func (rs *runningSchedule) at(t time.Time) (run phaseRun, ok bool) {
 	elapsed := t.Sub(rs.start)
 	if elapsed < 0 || !rs.Repeat && elapsed >= rs.cycle {
-		return phaseRun{}, time.Time{}, false
+		return phaseRun{}, false
 	}
 	run.cycle = int(elapsed / rs.cycle)
-	offset := time.Duration(run.cycle) * rs.cycle
+	elapsed -= time.Duration(run.cycle) * rs.cycle
 	for i, p := range rs.Phases {
-		if elapsed < offset+p.Duration {
+		if elapsed < p.Duration {
 			run.index = i
-			return run, rs.start.Add(offset), true
+			return run, true
 		}
-		offset += p.Duration
+		elapsed -= p.Duration
 	}
-	// Unreachable: elapsed is below the end of the cycle.
-	return phaseRun{}, time.Time{}, false
+	// Unreachable: elapsed is below the length of a cycle.
+	return phaseRun{}, false
+}
+
+// scheduledRun is the phase run a request arrived in, of the schedule that
+// ran then.
+type scheduledRun struct {
+	sched *runningSchedule
+	run   phaseRun
 }
 
 // phaseAt returns what the schedule says for a request arriving at t: the
 // phase run (nil when no schedule runs then), its fault and whether
 // clientID is revoked in it.
-func (s *Server) phaseAt(t time.Time, clientID string) (run *phaseRun, f Fault, revoked bool) {
+func (s *Server) phaseAt(t time.Time, clientID string) (sr *scheduledRun, f Fault, revoked bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sched == nil {
 		return nil, Fault{}, false
 	}
-	r, _, ok := s.sched.at(t)
+	r, ok := s.sched.at(t)
 	if !ok {
 		return nil, Fault{}, false
 	}
 	p := s.sched.Phases[r.index]
-	return &r, p.Fault, clientID != "" && slices.Contains(p.Revoked, clientID)
+	return &scheduledRun{s.sched, r}, p.Fault, clientID != "" && slices.Contains(p.Revoked, clientID)
 }
 
-// countInPhase records the outcome of a request of clientID in run.
-func (s *Server) countInPhase(run *phaseRun, clientID, outcome string) {
-	if run == nil {
+// countInPhase records the outcome of a request of clientID in the phase
+// run it arrived in, unless its schedule has been replaced since.
+func (s *Server) countInPhase(sr *scheduledRun, clientID, outcome string) {
+	if sr == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sched == nil {
+	if s.sched != sr.sched {
 		return
 	}
-	byClient := s.sched.counts[*run]
+	byClient := s.sched.counts[sr.run]
 	if byClient == nil {
 		byClient = make(map[string]*outcomes)
-		s.sched.counts[*run] = byClient
+		s.sched.counts[sr.run] = byClient
 	}
 	o := byClient[clientID]
 	if o == nil {

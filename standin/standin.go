@@ -220,15 +220,15 @@ func (s *Server) Close() {
 
 // nextFault picks the fault for one token request and counts FailNext
 // down: FailNext's, else the fault of the phase run the request arrived in
-// (run, when a schedule runs), else SetFault's.
-func (s *Server) nextFault(run *phaseRun, phase Fault) Fault {
+// (sr, when a schedule runs), else SetFault's.
+func (s *Server) nextFault(sr *scheduledRun, phase Fault) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.nextCount > 0:
 		s.nextCount--
 		return s.next
-	case run != nil:
+	case sr != nil:
 		return phase
 	}
 	return s.fault
