@@ -171,7 +171,8 @@ func (b *backend) clean(context.Context) {
 }
 
 // resetConfig drops the cached account, its HTTP client and every cached
-// token: all of them were derived from the old config.
+// token, all of them derived from the old config, and starts the pacing of
+// requests afresh.
 func (b *backend) resetConfig() {
 	b.cacheLock.Lock()
 	defer b.cacheLock.Unlock()
@@ -181,6 +182,7 @@ func (b *backend) resetConfig() {
 	}
 	b.acct = nil
 	b.tokens.dropAll()
+	b.gates.reset()
 }
 
 // resetRole drops one role's cached definition and token.

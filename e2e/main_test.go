@@ -213,15 +213,26 @@ func scanLogs() bool {
 	return clean
 }
 
-// scanFiles looks for every key of labels in every file of paths and
-// describes each hit by file, line and label. It also returns how many
-// bytes it read.
+// scanWindow is how many consecutive characters of a remembered secret
+// count as a leak in the log scan: a secret cut short, or split in two,
+// still shows.
+const scanWindow = 12
+
+// scanFiles looks for every run of scanWindow characters of every key of
+// labels in every file of paths and describes each hit by file, line and
+// label. A JWT is looked for by its signature (remembered on its own),
+// since its header and claims are shared by every token. It also returns
+// how many bytes it read.
 func scanFiles(paths []string, labels map[string]string) (findings []string, scanned int64, err error) {
-	values := make([]string, 0, len(labels))
-	for v := range labels {
-		values = append(values, v)
+	windows := map[string]string{}
+	for v, label := range labels {
+		if strings.Count(v, ".") == 2 || len(v) < scanWindow {
+			continue
+		}
+		for i := 0; i+scanWindow <= len(v); i++ {
+			windows[v[i:i+scanWindow]] = label
+		}
 	}
-	sort.Strings(values)
 	for _, path := range paths {
 		data, readErr := os.ReadFile(path)
 		if readErr != nil {
@@ -229,13 +240,18 @@ func scanFiles(paths []string, labels map[string]string) (findings []string, sca
 			continue
 		}
 		scanned += int64(len(data))
-		for _, v := range values {
-			if i := bytes.Index(data, []byte(v)); i >= 0 {
-				line := bytes.Count(data[:i], []byte("\n")) + 1
-				findings = append(findings, fmt.Sprintf("%s line %d contains a %s", path, line, labels[v]))
+		reported := map[string]bool{}
+		for i := 0; i+scanWindow <= len(data); i++ {
+			label, hit := windows[string(data[i:i+scanWindow])]
+			if !hit || reported[label] {
+				continue
 			}
+			reported[label] = true
+			line := bytes.Count(data[:i], []byte("\n")) + 1
+			findings = append(findings, fmt.Sprintf("%s line %d contains %d characters of a %s", path, line, scanWindow, label))
 		}
 	}
+	sort.Strings(findings)
 	return findings, scanned, err
 }
 
