@@ -51,8 +51,8 @@ func accountFromEnv(t *testing.T) piwikAccount {
 
 // TestAcceptance runs the plugin in the real Vault against the Piwik PRO
 // account given in the environment (see accountFromEnv); `make acc` runs
-// it alone. It makes three token requests to Piwik PRO and one call of
-// GET /api/users/v2/me.
+// it alone. It makes four token requests to Piwik PRO (one with a wrong
+// secret) and two calls of GET /api/users/v2/me.
 func TestAcceptance(t *testing.T) {
 	acct := accountFromEnv(t)
 	runAcceptance(t, sharedDev(t), acct)
