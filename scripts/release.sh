@@ -29,7 +29,7 @@ dist="${DIST:-dist}"
 
 [[ "$version" =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$ ]] ||
 	die "VERSION must be a semantic version with a leading v, got '$version'"
-[[ "$dist" != *"|"* ]] || die "DIST must not contain '|'"
+[[ "$dist" != *[\|\&\\]* ]] || die "DIST must not contain |, & or \\ (it goes into a sed replacement)"
 command -v jq >/dev/null || die "jq is required (apt-get install jq)"
 grep -qx 'dist: dist' .goreleaser.yaml || die ".goreleaser.yaml has no line 'dist: dist' to point at $dist"
 
