@@ -11,7 +11,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The Vault release the plugin is tested in; see tools/vault/go.mod.
 VAULT_BIN     := $(BIN)/vault
 
-.PHONY: all build standin vault dev dev-stop test unit e2e bench fuzz release fmt lint clean
+.PHONY: all build standin vault dev dev-stop test unit e2e acc acc-standin bench fuzz release fmt lint clean
 
 all: fmt lint build test
 
@@ -41,9 +41,21 @@ test: unit e2e
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
+# The real-Vault suite; it includes the release check (make release with a
+# throwaway GPG key) and the acceptance checks against the stand-in.
 e2e: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
-		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 45m -v ./e2e/...
+		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 60m -v ./e2e/...
+
+# Acceptance test against a real Piwik PRO account: set PIWIK_URL,
+# PIWIK_CLIENT_ID and PIWIK_CLIENT_SECRET (it skips when they are unset).
+acc: build standin vault
+	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
+		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 10m -v -run '^TestAcceptance$$' ./e2e/
+
+# make acc pointed at a local stand-in, for trying it without an account.
+acc-standin: build standin vault
+	STANDIN_BINARY=$(BIN)/piwik-standin scripts/acc-standin.sh
 
 # Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
 bench: build standin vault
@@ -58,9 +70,10 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 
-# Cross-compiled, version-stamped binaries with checksums in dist/.
+# Per-platform zips, SHA256SUMS (signed when GPG_FINGERPRINT is set) and
+# SBOMs in dist/, built by goreleaser; see .goreleaser.yaml.
 release:
-	VERSION=$(VERSION) scripts/release.sh
+	VERSION=$(VERSION) GO=$(GO) scripts/release.sh
 
 fmt:
 	gofmt -l -w .
