@@ -45,10 +45,11 @@ e2e: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
 		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 45m -v ./e2e/...
 
-# Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
+# Load benchmark against real Vault servers (dev, raft, a raft cluster);
+# see BENCHMARKS.md. BENCH_MODE=quick runs it in a few minutes.
 bench: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
-		scripts/bench.sh
+		PLUGIN_VERSION=$(VERSION) scripts/bench.sh
 
 # Explore each fuzz target beyond its seed corpus (make test runs the seeds).
 FUZZTIME ?= 30s
