@@ -30,9 +30,13 @@ build="$(mktemp -d "${TMPDIR:-/tmp}/piwik-bench-build.XXXXXX")"
 trap 'rm -rf "$build"' EXIT
 
 cd "$root"
+# With profiles, both plugins keep their symbol tables so that perf can
+# name their functions; the code is the same.
+strip="-s -w"
+[[ -z "${BENCH_PROFILE_DIR:-}" ]] || strip=""
 step "building bench/run and bench/baseline into $build"
 "$go_cmd" build -o "$build/bench-run" ./bench/run
-CGO_ENABLED=0 "$go_cmd" build -trimpath -ldflags "-s -w" -o "$build/baseline" ./bench/baseline
+CGO_ENABLED=0 "$go_cmd" build -trimpath -ldflags "$strip" -o "$build/baseline" ./bench/baseline
 if [[ -n "${BENCH_PROFILE_DIR:-}" ]]; then
 	step "building the plugin with its symbol table, for perf (profiles go to $BENCH_PROFILE_DIR)"
 	CGO_ENABLED=0 "$go_cmd" build -trimpath -ldflags "-X $module.Version=$PLUGIN_VERSION" \

@@ -83,8 +83,9 @@ type harness struct {
 	standinURL    string
 	standinSecret string
 
-	ctx     context.Context
-	results *results
+	ctx      context.Context
+	results  *results
+	profiles []profiled
 }
 
 func main() {
@@ -263,8 +264,8 @@ func (h *harness) startStandin() error {
 func readConfig() (config, error) {
 	c := config{
 		concurrency: 16,
-		duration:    15 * time.Second,
-		rounds:      3,
+		duration:    16 * time.Second,
+		rounds:      4,
 		warmup:      2 * time.Second,
 		targets:     []string{"dev", "raft", "cluster"},
 		rssRoles:    1000,

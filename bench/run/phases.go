@@ -136,10 +136,7 @@ func (h *harness) memoryRuns(d *deployment) error {
 			firstError: res.FirstError,
 		})
 	}
-	var m struct {
-		Data map[string]any `json:"data"`
-	}
-	if err := h.vaultGet(d.active(), d.token, "piwik/metrics", &m); err == nil {
+	if m, err := d.active().client.Logical().Read("piwik/metrics"); err == nil && m != nil {
 		keep := map[string]any{}
 		for _, k := range []string{"tokens_minted", "reuse_hits", "upstream_requests", "upstream_failures"} {
 			keep[k] = m.Data[k]
@@ -235,12 +232,9 @@ func (h *harness) footprint(d *deployment, n *node, label string) (footprint, er
 // (runtime.MemStats.HeapAlloc right after the collection), from
 // sys/pprof/heap?gc=1&debug=1.
 func heapAfterGC(c *api.Client) (int64, error) {
-	r := c.NewRequest(http.MethodGet, "/v1/sys/pprof/heap")
-	r.Params.Set("gc", "1")
-	r.Params.Set("debug", "1")
-	resp, err := c.RawRequestWithContext(context.Background(), r)
+	resp, err := rawGet(c, "sys/pprof/heap", map[string][]string{"gc": {"1"}, "debug": {"1"}})
 	if err != nil {
-		return 0, fmt.Errorf("sys/pprof/heap: %w", err)
+		return 0, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -483,14 +477,15 @@ func getJSON(url string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// vaultGet decodes the reply to a GET of an API path on n.
-func (h *harness) vaultGet(n *node, token, path string, v any) error {
-	r := n.client.NewRequest(http.MethodGet, "/v1/"+path)
-	r.ClientToken = token
-	resp, err := n.client.RawRequestWithContext(context.Background(), r)
+// rawGet GETs an API path (without /v1/) with query parameters; the
+// caller closes the reply's body.
+func rawGet(c *api.Client, path string, params map[string][]string) (*api.Response, error) {
+	resp, err := c.Logical().ReadRawWithDataWithContext(context.Background(), path, params)
 	if err != nil {
-		return err
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return nil, fmt.Errorf("GET %s: %w", path, err)
 	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
+	return resp, nil
 }

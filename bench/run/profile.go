@@ -1,14 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,13 +27,20 @@ import (
 //     scripts/bench.sh builds the plugin with its symbol table for this.
 //
 // <name> is <set-up>-<entry>-<scenario>-r<round>.
-func (h *harness) startProfiles(d *deployment, e entry, s scenario, round int, warm, slice time.Duration) func() {
+//
+// The returned function also records the slice for summarizeProfiles,
+// given the slice's read rate.
+func (h *harness) startProfiles(d *deployment, e entry, s scenario, round int, warm, slice time.Duration) func(readsPerSecond float64) {
 	dir := h.cfg.profileDir
 	if dir == "" {
-		return func() {}
+		return func(float64) {}
 	}
 	name := filepath.Join(dir, fmt.Sprintf("%s-%s-%s-r%d", d.key, e.key, s.key, round))
 	secs := max(1, int((slice-time.Second)/time.Second))
+	p := profiled{
+		deployment: d.key, entry: e.title, scenario: s.key, name: name,
+		piwik: d.pluginPIDs(pluginName), baseline: d.pluginPIDs(baselineName), standin: h.standin.pid(),
+	}
 	var wg sync.WaitGroup
 	report := func(what string, err error) {
 		if err != nil {
@@ -61,8 +67,7 @@ func (h *harness) startProfiles(d *deployment, e entry, s scenario, round int, w
 		pprof.StopCPUProfile()
 	})
 	if perf, err := exec.LookPath("perf"); err == nil {
-		pids := append(d.pluginPIDs(pluginName), d.pluginPIDs(baselineName)...)
-		pids = append(pids, h.standin.pid())
+		pids := append(append(slices.Clone(p.piwik), p.baseline...), p.standin)
 		list := make([]string, len(pids))
 		for i, pid := range pids {
 			list[i] = strconv.Itoa(pid)
@@ -77,15 +82,16 @@ func (h *harness) startProfiles(d *deployment, e entry, s scenario, round int, w
 			}
 		})
 	}
-	return wg.Wait
+	return func(readsPerSecond float64) {
+		wg.Wait()
+		p.reads = readsPerSecond * float64(secs)
+		h.profiles = append(h.profiles, p)
+	}
 }
 
 // vaultProfile saves a CPU profile of the active node over secs seconds.
 func vaultProfile(d *deployment, secs int, path string) error {
-	c := d.active().client
-	r := c.NewRequest(http.MethodGet, "/v1/sys/pprof/profile")
-	r.Params.Set("seconds", strconv.Itoa(secs))
-	resp, err := c.RawRequestWithContext(context.Background(), r)
+	resp, err := rawGet(d.active().client, "sys/pprof/profile", map[string][]string{"seconds": {strconv.Itoa(secs)}})
 	if err != nil {
 		return err
 	}

@@ -189,7 +189,6 @@ func (r *results) renderScenarios(p printer) {
 	for _, e := range r.entries {
 		for _, s := range allScenarios {
 			t := r.tally(e.key, s.key)
-			slices.Sort(t.latencies)
 			p("| %s | %s | `%s` | %d | %.0f | %.2f | %.2f | %.2f | %d | %d |\n",
 				e.title, s.title, s.path, t.reads, t.readsPerSecond(), ms(t.p(0.5)), ms(t.p(0.9)), ms(t.p(0.99)),
 				t.errors+t.warmupErrors, t.upstream)

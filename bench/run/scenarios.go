@@ -63,7 +63,13 @@ func (t *tally) readsPerSecond() float64 {
 	return float64(t.reads) / t.seconds
 }
 
-func (t *tally) p(q float64) time.Duration { return loadgen.Percentile(t.latencies, q) }
+// p is the q-th percentile of the latencies.
+func (t *tally) p(q float64) time.Duration {
+	if !slices.IsSorted(t.latencies) {
+		slices.Sort(t.latencies)
+	}
+	return loadgen.Percentile(t.latencies, q)
+}
 
 // cpuPerRead is the CPU time kind spent per request, warm-up included.
 func (t *tally) cpuPerRead(kind string) time.Duration {
@@ -102,29 +108,43 @@ func (h *harness) tokenRequests() (int64, error) {
 
 // scenarios runs every scenario on every entry of d, in interleaved
 // rounds: round 1 runs each for a slice, round 2 again, and so on, so that
-// whatever else the machine does, and the leases piling up in Vault, weigh
-// on all alike. Only the first slice of each has a warm-up.
+// whatever else the machine does weighs on all alike. Even rounds run in
+// the reverse order: Vault's heap grows with every lease, and a scenario
+// always run late in a round would pay more for it (more GC work). Only
+// the first slice of each has a warm-up.
 func (h *harness) scenarios(d *deployment, entries []entry) error {
 	cfg := h.cfg
 	slice := cfg.slice()
+	type job struct {
+		e entry
+		s scenario
+	}
+	var order []job
 	for _, e := range entries {
 		h.results.addEntry(e)
+		for _, s := range allScenarios {
+			order = append(order, job{e, s})
+		}
 	}
 	for round := 1; round <= cfg.rounds; round++ {
-		for _, e := range entries {
-			for _, s := range allScenarios {
-				if err := h.ctx.Err(); err != nil {
-					return err
-				}
-				warm := time.Duration(0)
-				if round == 1 {
-					warm = cfg.warmup
-				}
-				t := h.results.tally(e.key, s.key)
-				if err := h.slice(d, e, s, t, round, warm, slice); err != nil {
-					return err
-				}
+		for _, j := range order {
+			if err := h.ctx.Err(); err != nil {
+				return err
 			}
+			warm := time.Duration(0)
+			if round == 1 {
+				warm = cfg.warmup
+			}
+			t := h.results.tally(j.e.key, j.s.key)
+			if err := h.slice(d, j.e, j.s, t, round, warm, slice); err != nil {
+				return err
+			}
+		}
+		slices.Reverse(order)
+	}
+	if cfg.profileDir != "" {
+		if err := h.summarizeProfiles(d); err != nil {
+			return err
 		}
 	}
 	n, err := leaseCount(d.active().client)
@@ -151,7 +171,7 @@ func (h *harness) slice(d *deployment, e entry, s scenario, t *tally, round int,
 		Addr: e.node.addr, Token: d.token, Path: s.path,
 		Concurrency: h.cfg.concurrency, Duration: slice, Warmup: warm,
 	})
-	stopProfiles()
+	stopProfiles(res.ReadsPerSecond())
 	if err != nil {
 		return err
 	}
@@ -184,9 +204,6 @@ func (h *harness) slice(d *deployment, e entry, s scenario, t *tally, round int,
 		e.key, s.title, round, res.Reads, res.ReadsPerSecond(),
 		ms(loadgen.Percentile(res.Latencies, 0.5)), ms(loadgen.Percentile(res.Latencies, 0.99)),
 		res.Errors+res.WarmupErrors, up1-up0)
-	if round == h.cfg.rounds {
-		slices.Sort(t.latencies)
-	}
 	return nil
 }
 
