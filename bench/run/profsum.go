@@ -83,6 +83,12 @@ func pprofSamples(path string) ([]sample, error) {
 	if err != nil {
 		return nil, fmt.Errorf("go tool pprof -traces %s: %w", path, err)
 	}
+	return parseTraces(out)
+}
+
+// parseTraces parses the output of `go tool pprof -traces`: samples
+// separated by dashed lines, each a weight and a stack, leaf first.
+func parseTraces(out []byte) ([]sample, error) {
 	var samples []sample
 	var cur *sample
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -128,6 +134,13 @@ func perfSamples(path string) (map[int][]sample, error) {
 	if err != nil {
 		return nil, fmt.Errorf("perf script -i %s: %w", path, err)
 	}
+	return parsePerfScript(out)
+}
+
+// parsePerfScript parses the output of `perf script -F pid,ip,sym`: a line
+// with the pid, then one tab-indented line per frame (address and
+// symbol), leaf first, then a blank line.
+func parsePerfScript(out []byte) (map[int][]sample, error) {
 	byPID := map[int][]sample{}
 	pid := -1
 	var cur *sample
