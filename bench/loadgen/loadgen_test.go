@@ -62,7 +62,7 @@ func TestRunCountsErrorsAndWarmup(t *testing.T) {
 	_, addr := newServer(t)
 	res, err := Run(context.Background(), Options{
 		Addr: addr, Token: "tok", Path: "fail/x", Concurrency: 2,
-		Duration: 200 * time.Millisecond, Warmup: 100 * time.Millisecond,
+		Duration: 300 * time.Millisecond, Warmup: 300 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,9 +83,11 @@ func TestRunRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 50 slots in a second; a slow machine may fit fewer, never more.
-	if res.Reads > 50 || res.Reads < 25 || s.paths["/v1/x"] != int(res.Reads) {
-		t.Errorf("%d reads (server saw %d) in 1s at 50/s", res.Reads, s.paths["/v1/x"])
+	// 50 send slots fall in the second: never more reads, however fast the
+	// clients (without the rate they would make thousands). A slow machine
+	// may fit fewer; how many is not asserted.
+	if res.Reads > 50 || res.Reads == 0 || s.paths["/v1/x"] != int(res.Reads) {
+		t.Errorf("%d reads (server saw %d) in 1s at 50/s; want 1 to 50", res.Reads, s.paths["/v1/x"])
 	}
 }
 

@@ -145,6 +145,7 @@ func verdict(ok bool) string {
 
 // render writes the report in Markdown.
 func (r *results) render() string {
+	r.targets = nil // the sections below fill it
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	cfg := r.cfg
@@ -445,16 +446,42 @@ func (r *results) renderCapacity(p printer) {
 		p("\n")
 	}
 	f := r.footprint
-	if len(f.points) == 3 {
-		heap := float64(f.points[1].heap-f.points[0].heap) / float64(f.reads)
-		rss := float64(f.points[1].rss-f.points[0].rss) / float64(f.reads)
-		snap := float64(f.points[1].snapState-f.points[0].snapState) / float64(f.reads)
-		p("\nOne outstanding lease: %.1f KiB of live heap, %.1f KiB of RSS, %.1f KiB of stored data (raft). ", heap/1024, rss/1024, snap/1024)
-		p("A lease lives as long as its token (30 minutes from Piwik PRO; 22.5 minutes on average with token_reuse), so after the first 30 minutes a steady rate R holds R × 1800 leases (mint) or R × 1350 (token_reuse), at any later hour alike:\n\n")
-		p("| leased reads/s | leases held, mint | live heap | leases held, token_reuse | live heap |\n|---:|---:|---:|---:|---:|\n")
-		for _, rate := range []float64{1, 10, 100, 500} {
-			p("| %.0f | %.0f | %s MiB | %.0f | %s MiB |\n", rate, rate*1800, mib(int64(rate*1800*heap)), rate*1350, mib(int64(rate*1350*heap)))
+	if len(f.points) != 3 {
+		p("\n")
+		return
+	}
+	perLease := func(field func(footprint) int64) float64 {
+		return float64(field(f.points[1])-field(f.points[0])) / float64(f.reads)
+	}
+	heap := perLease(func(x footprint) int64 { return x.heap })
+	rss := perLease(func(x footprint) int64 { return x.rss })
+	data := perLease(func(x footprint) int64 { return x.snapState })
+	p("\nOne outstanding lease (one raft node): %.2f KiB of live heap, %.1f KiB of RSS, %.2f KiB of stored data. ", heap/1024, rss/1024, data/1024)
+	p("A lease lives as long as its token: 30 minutes with mint, 22.5 on average with token_reuse (handed out until half its life is left). After the first 30 minutes a steady rate R holds R × 1800 leases (mint) or R × 1350 (token_reuse), at any later hour alike:\n\n")
+	p("| leased reads/s | mint: leases | heap MiB | RSS MiB | data MiB | token_reuse: leases | heap MiB | RSS MiB | data MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, rate := range []float64{1, 10, 100, 500} {
+		p("| %.0f |", rate)
+		for _, life := range []float64{1800, 1350} {
+			n := rate * life
+			p(" %.0f | %s | %s | %s |", n, mib(int64(n*heap)), mib(int64(n*rss)), mib(int64(n*data)))
 		}
+		p("\n")
+	}
+	p("\nFor N readers that each read every M minutes (R = N / 60M reads/s; a reader holds 30/M leases with mint, 22.5/M with token_reuse). Capacity used: R against this run's leased token_reuse reads/s on one raft node.\n\n")
+	var raftLeased float64
+	for _, e := range r.entries {
+		if e.key == "raft" {
+			raftLeased = r.tally(e.key, "reuse-l").readsPerSecond()
+		}
+	}
+	p("| N | M min | reads/s | leases, mint | leases, token_reuse | RSS for the leases, token_reuse MiB | share of raft leased capacity | mint token requests/min |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range []struct{ n, m float64 }{{10, 10}, {100, 5}, {1000, 5}, {10000, 5}, {10000, 1}, {100000, 5}} {
+		rate := c.n / (60 * c.m)
+		share := "n/a"
+		if raftLeased > 0 {
+			share = fmt.Sprintf("%.1f %%", 100*rate/raftLeased)
+		}
+		p("| %.0f | %.0f | %.2f | %.0f | %.0f | %s | %s | %.0f |\n", c.n, c.m, rate, c.n*30/c.m, c.n*22.5/c.m, mib(int64(c.n*22.5/c.m*rss)), share, rate*60)
 	}
 	p("\n")
 }
