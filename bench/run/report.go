@@ -225,7 +225,7 @@ func (r *results) renderRatios(p printer) {
 		return
 	}
 	p("## Ratios\n\n")
-	p("Throughput (reads/s) and p99 latency of each scenario against the matching baseline on the same Vault, in the same run.\n\n")
+	p("Throughput (reads/s) and p99 latency of each scenario against the matching baseline on the same Vault, in the same run. In brackets, the lowest and highest throughput ratio of a single round (the two slices ran minutes apart at most): how much the machine moved under the run.\n\n")
 	p("| ratio |")
 	for _, e := range r.entries {
 		p(" %s reads/s | %s p99 |", e.title, e.title)
@@ -239,11 +239,30 @@ func (r *results) renderRatios(p printer) {
 		p("| %s |", c.title)
 		for _, e := range r.entries {
 			n, d := r.tally(e.key, c.num), r.tally(e.key, c.den)
-			p(" %s | %s |", fmtRatio(ratio(n.readsPerSecond(), d.readsPerSecond())), fmtRatio(ratio(ms(n.p(0.99)), ms(d.p(0.99)))))
+			p(" %s%s | %s |", fmtRatio(ratio(n.readsPerSecond(), d.readsPerSecond())), roundRange(n.perRound, d.perRound),
+				fmtRatio(ratio(ms(n.p(0.99)), ms(d.p(0.99)))))
 		}
 		p("\n")
 	}
 	p("\n")
+}
+
+// roundRange is " [lo–hi]", the range of the per-round ratios num/den,
+// or "" with fewer than two rounds.
+func roundRange(num, den []float64) string {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	n := 0
+	for i := range min(len(num), len(den)) {
+		if den[i] > 0 {
+			x := num[i] / den[i]
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+			n++
+		}
+	}
+	if n < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" [%.2f–%.2f]", lo, hi)
 }
 
 func (r *results) renderCPU(p printer) {
@@ -498,7 +517,7 @@ func (r *results) renderTargets(p printer) {
 		p99 := ratio(ms(n.p(0.99)), ms(d.p(0.99)))
 		sn, sd := scenarioTitle(num), scenarioTitle(den)
 		what := fmt.Sprintf("%s: %s ≥ %.2f × %s (reads/s)", e.title, sn, min, sd)
-		measured := fmt.Sprintf("%.0f / %.0f = %s", n.readsPerSecond(), d.readsPerSecond(), fmtRatio(tp))
+		measured := fmt.Sprintf("%.0f / %.0f = %s%s", n.readsPerSecond(), d.readsPerSecond(), fmtRatio(tp), roundRange(n.perRound, d.perRound))
 		ok := tp >= min
 		if maxP99 > 0 {
 			what += fmt.Sprintf(", p99 ≤ %.1f ×", maxP99)
@@ -528,7 +547,7 @@ func (r *results) renderTargets(p printer) {
 		}
 	}
 	p("## Targets\n\n")
-	p("Rows marked (info) are measured for comparison and are not targets.\n\n")
+	p("Rows marked (info) are measured for comparison and are not targets. In brackets, the range of the single rounds' ratios.\n\n")
 	p("| target | measured | result |\n|---|---|---|\n")
 	for _, t := range r.targets {
 		p("| %s | %s | %s |\n", t.what, t.measured, t.result)

@@ -20,6 +20,10 @@ func fakeResults() *results {
 		for _, s := range allScenarios {
 			t := r.tally(key, s.key)
 			t.reads, t.seconds = rates[key][s.key]*4, 4
+			t.perRound = []float64{float64(rates[key][s.key]) * 0.9, float64(rates[key][s.key]) * 1.1}
+			if s.reuse {
+				t.perRound[0], t.perRound[1] = t.perRound[1], t.perRound[0]
+			}
 			t.latencies = []time.Duration{3 * time.Millisecond, time.Millisecond, 2 * time.Millisecond}
 			t.cpu = map[string]time.Duration{cpuVault: time.Duration(t.reads) * 300 * time.Microsecond}
 			switch {
@@ -49,8 +53,9 @@ func TestRenderReport(t *testing.T) {
 		"## Throughput and latency", "## Ratios", "## CPU time per read", "## Upstream token requests",
 		"## Plugin memory", "## What a lease costs Vault", "## Leases at a steady read rate",
 		"## Capacity summary", "## Targets",
-		"| raft: piwik, unleased, token_reuse ≥ 0.90 × baseline, unleased (reads/s) | 2900 / 3000 = 0.97 | PASS |",
-		"| raft: piwik, unleased, token_reuse ≥ 3.00 × piwik, leased, token_reuse (reads/s) | 2900 / 500 = 5.80 | PASS |",
+		"| leased reuse / leased baseline | 1.00 [0.82–1.22] |",
+		"| raft: piwik, unleased, token_reuse ≥ 0.90 × baseline, unleased (reads/s) | 2900 / 3000 = 0.97 [0.79–1.18] | PASS |",
+		"| raft: piwik, unleased, token_reuse ≥ 3.00 × piwik, leased, token_reuse (reads/s) | 2900 / 500 = 5.80 [5.80–5.80] | PASS |",
 		"| steady state, mint: leases = rate × token life (±15 %) | 80 for 80 | PASS |",
 	} {
 		if !strings.Contains(out, want) {

@@ -52,6 +52,8 @@ type tally struct {
 	cpu                       map[string]time.Duration
 	peakRSS                   int64 // the piwik plugin's VmHWM
 	firstError                string
+	// perRound is the reads/s of each round's slice, in round order.
+	perRound []float64
 }
 
 func (t *tally) requests() int64 { return t.reads + t.errors + t.warmupReads + t.warmupErrors }
@@ -186,6 +188,7 @@ func (h *harness) slice(d *deployment, e entry, s scenario, t *tally, round int,
 	t.warmupReads += res.WarmupReads
 	t.warmupErrors += res.WarmupErrors
 	t.seconds += res.Seconds
+	t.perRound = append(t.perRound, res.ReadsPerSecond())
 	t.latencies = append(t.latencies, res.Latencies...)
 	t.upstream += up1 - up0
 	if t.cpu == nil {
