@@ -57,10 +57,11 @@ acc: build standin vault
 acc-standin: build standin vault
 	STANDIN_BINARY=$(BIN)/piwik-standin scripts/acc-standin.sh
 
-# Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
+# Load benchmark against real Vault servers (dev, raft, a raft cluster);
+# see BENCHMARKS.md. BENCH_MODE=quick runs it in a few minutes.
 bench: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
-		scripts/bench.sh
+		PLUGIN_VERSION=$(VERSION) scripts/bench.sh
 
 # Explore each fuzz target beyond its seed corpus (make test runs the seeds).
 FUZZTIME ?= 30s

@@ -54,6 +54,8 @@ type credentialJSON struct {
 type stats struct {
 	TokenRequests int64 `json:"token_requests"`
 	TokensIssued  int64 `json:"tokens_issued"`
+	// TokenRequestsBy counts token requests per known client id.
+	TokenRequestsBy map[string]int64 `json:"token_requests_by_client"`
 }
 
 // serveControl serves the /_standin/ endpoints. A POST replies 204 when it
@@ -97,7 +99,7 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet)
 		return
 	}
-	st := stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued()}
+	st := stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued(), TokenRequestsBy: s.TokenRequestsBy()}
 	jsonReply(http.StatusOK, "application/json", st).write(w)
 }
 
