@@ -342,8 +342,16 @@ func (b *backend) mint(ctx context.Context, acct *account, role string, creds cr
 	return nil, err
 }
 
+// observeAttempt counts every request and logs the failed ones and the
+// retries at debug level. Successes are only counted: in an external plugin
+// the logger is always at trace level (Vault filters by its own level only
+// after reading each line), so a line per success cost every mint some 18
+// µs of plugin and Vault CPU for what piwik/metrics already shows.
 func (b *backend) observeAttempt(ctx context.Context, a attempt) {
 	b.metrics.attempt(a)
+	if a.Err == nil && a.Retry == 0 {
+		return
+	}
 	if logger := b.Logger(); logger.IsDebug() {
 		args := []any{"role", roleFromContext(ctx), "status", a.Status, "latency", a.Latency.String(), "retry", a.Retry}
 		if a.Err != nil {
