@@ -11,7 +11,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The Vault release the plugin is tested in; see tools/vault/go.mod.
 VAULT_BIN     := $(BIN)/vault
 
-.PHONY: all build standin vault dev dev-stop test unit e2e soak resilience bench fuzz release fmt lint clean
+.PHONY: all build standin vault dev dev-stop test unit e2e soak resilience acc acc-standin bench fuzz release fmt lint clean
 
 all: fmt lint build test
 
@@ -45,8 +45,10 @@ unit:
 E2E_ENV := VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
 	PLUGIN_VERSION=$(VERSION)
 
+# The real-Vault suite; it includes the release check (make release with a
+# throwaway GPG key) and the acceptance checks against the stand-in.
 e2e: build standin vault
-	$(E2E_ENV) $(GO) test -count=1 -timeout 45m -v ./e2e/...
+	$(E2E_ENV) $(GO) test -count=1 -timeout 60m -v ./e2e/...
 
 # Readers of leased, unleased, minting and token_reuse roles against the
 # real Vault dev server for SOAK_DURATION while the stand-in cycles through
@@ -65,10 +67,21 @@ OUTAGE ?= 2m
 resilience: build standin vault
 	$(E2E_ENV) E2E_OUTAGE=$(OUTAGE) $(GO) test -count=1 -timeout 30m -v -run '^TestReuseRoleServesThroughOutage$$' ./e2e/
 
-# Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
+# Acceptance test against a real Piwik PRO account: set PIWIK_URL,
+# PIWIK_CLIENT_ID and PIWIK_CLIENT_SECRET (it skips when they are unset).
+acc: build standin vault
+	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
+		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 10m -v -run '^TestAcceptance$$' ./e2e/
+
+# make acc pointed at a local stand-in, for trying it without an account.
+acc-standin: build standin vault
+	STANDIN_BINARY=$(BIN)/piwik-standin scripts/acc-standin.sh
+
+# Load benchmark against real Vault servers (dev, raft, a raft cluster);
+# see BENCHMARKS.md. BENCH_MODE=quick runs it in a few minutes.
 bench: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
-		scripts/bench.sh
+		PLUGIN_VERSION=$(VERSION) scripts/bench.sh
 
 # Explore each fuzz target beyond its seed corpus (make test runs the seeds).
 FUZZTIME ?= 30s
@@ -78,9 +91,10 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 
-# Cross-compiled, version-stamped binaries with checksums in dist/.
+# Per-platform zips, SHA256SUMS (signed when GPG_FINGERPRINT is set) and
+# SBOMs in dist/, built by goreleaser; see .goreleaser.yaml.
 release:
-	VERSION=$(VERSION) scripts/release.sh
+	VERSION=$(VERSION) GO=$(GO) scripts/release.sh
 
 fmt:
 	gofmt -l -w .

@@ -171,7 +171,8 @@ func (b *backend) clean(context.Context) {
 }
 
 // resetConfig drops the cached account, its HTTP client and every cached
-// token: all of them were derived from the old config.
+// token, all of them derived from the old config, and starts the pacing of
+// requests afresh.
 func (b *backend) resetConfig() {
 	b.cacheLock.Lock()
 	defer b.cacheLock.Unlock()
@@ -181,6 +182,7 @@ func (b *backend) resetConfig() {
 	}
 	b.acct = nil
 	b.tokens.dropAll()
+	b.gates.reset()
 }
 
 // resetRole drops one role's cached definition and token.
@@ -340,8 +342,16 @@ func (b *backend) mint(ctx context.Context, acct *account, role string, creds cr
 	return nil, err
 }
 
+// observeAttempt counts every request and logs the failed ones and the
+// retries at debug level. Successes are only counted: in an external plugin
+// the logger is always at trace level (Vault filters by its own level only
+// after reading each line), so a line per success cost every mint some 18
+// µs of plugin and Vault CPU for what piwik/metrics already shows.
 func (b *backend) observeAttempt(ctx context.Context, a attempt) {
 	b.metrics.attempt(a)
+	if a.Err == nil && a.Retry == 0 {
+		return
+	}
 	if logger := b.Logger(); logger.IsDebug() {
 		args := []any{"role", roleFromContext(ctx), "status", a.Status, "latency", a.Latency.String(), "retry", a.Retry}
 		if a.Err != nil {

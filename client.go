@@ -155,7 +155,7 @@ func (c *client) close() {
 // *upstreamError for every failure Piwik PRO or the network caused, and
 // holds no trace of the secret.
 func (c *client) mint(ctx context.Context, creds credentials, g *gate) (*token, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errRequestTimeout)
 	defer cancel()
 
 	body, err := json.Marshal(map[string]string{
@@ -281,18 +281,42 @@ func (c *client) transportError(ctx, attemptCtx context.Context, err error, red 
 	if isTLSError(err) {
 		return &upstreamError{Kind: kindTLS, Detail: fmt.Sprintf("TLS with %s failed: %s", c.host, red.text(rootCause(err)))}
 	}
-	if strings.Contains(err.Error(), "server response headers exceeded") {
+	if headersTooLarge(err) {
 		return &upstreamError{Kind: kindBadReply, Detail: fmt.Sprintf("reply headers are larger than %d KiB", maxHeaderBytes>>10)}
 	}
 	return &upstreamError{Kind: kindUnreachable, Detail: fmt.Sprintf("cannot reach %s: %s", c.host, red.text(rootCause(err)))}
 }
 
-// contextError explains why ctx ended: our own timeout or the caller.
+// errRequestTimeout is the cause of a mint's context ending at its own
+// request_timeout, as opposed to the caller's deadline.
+var errRequestTimeout = errors.New("request_timeout")
+
+// contextError explains why ctx ended: our own timeout, the caller's
+// deadline, or the caller giving up.
 func (c *client) contextError(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errRequestTimeout):
 		return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("no token from %s within request_timeout %s", c.host, c.timeout)}
+	case errors.Is(cause, context.DeadlineExceeded):
+		return deadlineError(c.host)
 	}
 	return fmt.Errorf("token request to %s canceled: %w", c.host, ctx.Err())
+}
+
+// deadlineError is a timeout of the caller's own deadline, which ended
+// before Piwik PRO at host answered.
+func deadlineError(host string) error {
+	return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("the request's deadline ended before %s issued a token", host)}
+}
+
+// headersTooLarge reports whether err is net/http refusing a reply's
+// headers for their size, over HTTP/1 or HTTP/2 (where the HPACK decoder
+// gives up with a COMPRESSION_ERROR when the list passes the limit).
+func headersTooLarge(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "server response headers exceeded") ||
+		strings.Contains(msg, "header list larger than") ||
+		strings.Contains(msg, "COMPRESSION_ERROR")
 }
 
 // isTLSError reports whether err came from certificate checks or the TLS

@@ -25,6 +25,12 @@ const (
 	failuresBeforeBackoff = 2
 	backoffBase           = 500 * time.Millisecond
 	maxBackoff            = 30 * time.Second
+
+	// maxWindow caps the window one reply can open. Piwik PRO's limits are
+	// per minute; a Retry-After of hours is broken or hostile, and must not
+	// shut a credential for that long on the word of one reply: after
+	// maxWindow one request probes again.
+	maxWindow = 5 * time.Minute
 )
 
 // gate paces the token requests of one credential on one node: at most
@@ -49,10 +55,12 @@ type gate struct {
 	// changed is closed and replaced whenever a slot frees or the state
 	// changes, waking the readers waiting for a slot.
 	changed chan struct{}
+	// used is when a request last took or returned a slot, for pruning.
+	used time.Time
 }
 
 func newGate(now func() time.Time) *gate {
-	return &gate{now: now, changed: make(chan struct{})}
+	return &gate{now: now, changed: make(chan struct{}), used: now()}
 }
 
 // acquire waits for the right to send one request. Inside a window it
@@ -73,6 +81,7 @@ func (g *gate) acquire(ctx context.Context) error {
 		}
 		if g.inFlight < g.limit() {
 			g.inFlight++
+			g.used = g.now()
 			g.mu.Unlock()
 			return nil
 		}
@@ -95,6 +104,7 @@ func (g *gate) release(err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.inFlight--
+	g.used = g.now()
 	g.learn(err)
 	close(g.changed)
 	g.changed = make(chan struct{})
@@ -108,12 +118,15 @@ func (g *gate) limit() int {
 	return maxInFlight
 }
 
-// learn updates the windows from the outcome of one request.
+// learn updates the windows from the outcome of one request. A success or
+// a definite answer ends the run of failures, but not a window still open:
+// a request sent alongside the one that got a 429 may well succeed, and
+// Piwik PRO still asked for quiet.
 func (g *gate) learn(err error) {
 	upErr, isUpstream := asUpstreamError(err)
 	switch {
 	case err == nil:
-		g.failures, g.probing, g.until, g.last = 0, false, time.Time{}, nil
+		g.settle()
 	case !isUpstream:
 		// The caller gave up: nothing was learned about Piwik PRO.
 	case upErr.Kind == kindRateLimited:
@@ -131,14 +144,23 @@ func (g *gate) learn(err error) {
 	default:
 		// A definite answer (rejected credentials, an unusable reply):
 		// Piwik PRO is up, and backing off would not change its answer.
-		g.failures, g.probing, g.until, g.last = 0, false, time.Time{}, nil
+		g.settle()
 	}
 }
 
-// open starts a window of d (never shortening one already open) after
-// which one request at a time probes.
+// settle ends the run of failures; once no window is open any more, the
+// probing ends too.
+func (g *gate) settle() {
+	g.failures = 0
+	if !g.until.After(g.now()) {
+		g.probing, g.until, g.last = false, time.Time{}, nil
+	}
+}
+
+// open starts a window of d, at most maxWindow (never shortening one
+// already open), after which one request at a time probes.
 func (g *gate) open(d time.Duration, cause *upstreamError) {
-	if until := g.now().Add(d); until.After(g.until) {
+	if until := g.now().Add(min(d, maxWindow)); until.After(g.until) {
 		g.until = until
 	}
 	g.probing = true
@@ -171,9 +193,10 @@ func backoffWindow(n int) time.Duration {
 // gates holds one gate per credential (account url and client id) on this
 // node; roles with the same credential share it.
 type gates struct {
-	now func() time.Time
-	mu  sync.Mutex
-	m   map[string]*gate
+	now    func() time.Time
+	mu     sync.Mutex
+	m      map[string]*gate
+	pruned time.Time // when pruneIdle last ran
 }
 
 func newGates(now func() time.Time) *gates {
@@ -190,24 +213,33 @@ func (s *gates) get(key string) *gate {
 	if g, ok := s.m[key]; ok {
 		return g
 	}
-	if len(s.m) >= maxIdleGates {
-		s.pruneIdle()
+	if now := s.now(); len(s.m) >= maxIdleGates && now.Sub(s.pruned) > time.Second {
+		s.pruned = now
+		s.pruneIdle(now)
 	}
 	g := newGate(s.now)
 	s.m[key] = g
 	return g
 }
 
-// pruneIdle drops the gates with nothing in flight and no window open: they
-// hold nothing a new gate would not.
-func (s *gates) pruneIdle() {
-	now := s.now()
+// pruneIdle drops the gates with nothing in flight and no window open that
+// have not been used for maxBackoff: all they still hold is a short run of
+// failures, which a new gate would learn again.
+func (s *gates) pruneIdle(now time.Time) {
 	for key, g := range s.m {
 		g.mu.Lock()
-		idle := g.inFlight == 0 && !g.probing && !g.until.After(now) && g.failures == 0
+		idle := g.inFlight == 0 && !g.until.After(now) && now.Sub(g.used) > maxBackoff
 		g.mu.Unlock()
 		if idle {
 			delete(s.m, key)
 		}
 	}
+}
+
+// reset forgets every gate: an operator who writes or deletes the config
+// starts the pacing afresh.
+func (s *gates) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.m)
 }

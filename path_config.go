@@ -230,6 +230,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	defer acct.client.close()
 	if cfg.VerifyCredentials {
+		// The operator's write is a deliberate probe: it is not held back
+		// by a window an earlier failure opened (and a 429 to it opens a
+		// new one).
+		b.gates.reset()
 		if _, err := b.mint(ctx, acct, "(config)", cfg.credentials()); err != nil {
 			return verifyFailure("verify_credentials: Piwik PRO did not issue a token with these settings, nothing was stored", err)
 		}
@@ -366,6 +370,10 @@ func normalizeURL(raw string) (string, error) {
 		return "", errors.New("must not carry user information; use client_id and client_secret")
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return "", errors.New("must not have a query or fragment")
+	case u.RawPath != "":
+		// An escape such as %2F that decoding would change: the path
+		// would be stored in one form and sent in another.
+		return "", errors.New("path must not hold escaped characters such as %2F")
 	case u.Scheme == "http" && !isLoopback(u.Hostname()):
 		return "", errors.New("must use https (plain http is allowed only for loopback hosts)")
 	}

@@ -2,14 +2,18 @@ package piwik
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html"
 	"mime"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -27,21 +31,53 @@ const echoedNotice = "[reply withheld: it echoed the client secret]"
 // redactor scrubs one client secret from text that came from Piwik PRO (or
 // from whatever answers at its URL) before the text reaches an error, a
 // warning or a log. Every upstream string passes through text; nothing
-// else in the plugin quotes the upstream.
+// else in the plugin quotes the upstream. It is cheap to make: the work is
+// done only when there is text to scrub, which is on failures.
 type redactor struct {
 	secret string
-	// forms are the encodings the secret can be echoed in: raw, escaped
-	// inside a JSON string (with and without HTML escaping, with escaped
-	// slashes, ASCII-only), percent-encoded (query and path style, either
-	// hex case) and Go-quoted. Longest first, so that a form containing
-	// another is replaced whole.
-	forms []string
 }
 
 func newRedactor(secret string) redactor {
-	if secret == "" {
-		return redactor{}
+	return redactor{secret: secret}
+}
+
+// leakRun is how many consecutive characters of the secret, in any letter
+// case, make an upstream text withheld: enough to tell a random secret
+// from words, few enough that a secret cut short or split in two halves
+// is still caught.
+const leakRun = 8
+
+// text is how upstream text enters a message: the secret replaced in each
+// of its known forms, characters that are not printable replaced, cut to
+// excerptLen runes, and then withheld whole if what is left still holds a
+// run of leakRun characters of the secret, as it is or in any decoding.
+func (r redactor) text(s string) string {
+	if r.secret != "" {
+		for _, f := range secretForms(r.secret) {
+			s = strings.ReplaceAll(s, f, redactedMark)
+		}
 	}
+	s = strings.Map(func(c rune) rune {
+		if !unicode.IsPrint(c) {
+			return ' '
+		}
+		return c
+	}, s)
+	if runes := []rune(s); len(runes) > excerptLen {
+		s = string(runes[:excerptLen]) + "…"
+	}
+	if r.secret != "" && r.leaks(s) {
+		return echoedNotice
+	}
+	return s
+}
+
+// secretForms returns the encodings the secret can be echoed in: raw,
+// escaped inside a JSON string (with and without HTML escaping, with
+// escaped slashes, ASCII-only), percent-encoded (query and path style,
+// either hex case) and Go-quoted. Longest first, so that a form containing
+// another is replaced whole.
+func secretForms(secret string) []string {
 	seen := map[string]bool{}
 	var forms []string
 	add := func(f string) {
@@ -62,7 +98,27 @@ func newRedactor(secret string) redactor {
 	add(unquoted(strconv.Quote(secret)))
 	add(unquoted(strconv.QuoteToASCII(secret)))
 	slices.SortStableFunc(forms, func(a, b string) int { return len(b) - len(a) })
-	return redactor{secret: secret, forms: forms}
+	return forms
+}
+
+// leaks reports whether s, or any decoding of it, holds leakRun
+// consecutive characters of the secret, ignoring letter case.
+func (r redactor) leaks(s string) bool {
+	secret := strings.ToLower(r.secret)
+	run := min(leakRun, len(secret))
+	pieces := make(map[string]bool, len(secret))
+	for i := 0; i+run <= len(secret); i++ {
+		pieces[secret[i:i+run]] = true
+	}
+	for _, variant := range append(decodings(s), s) {
+		variant = strings.ToLower(variant)
+		for i := 0; i+run <= len(variant); i++ {
+			if pieces[variant[i:i+run]] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // jsonForms returns secret as it appears inside a JSON string written by
@@ -137,39 +193,6 @@ func unquoted(q string) string {
 	return q
 }
 
-// scrub replaces the secret in every known form, then withholds the whole
-// text if the secret can still be found after decoding it (an encoding not
-// listed, or one nested in another).
-func (r redactor) scrub(s string) string {
-	if r.secret == "" {
-		return s
-	}
-	for _, f := range r.forms {
-		s = strings.ReplaceAll(s, f, redactedMark)
-	}
-	for _, decoded := range decodings(s) {
-		if strings.Contains(decoded, r.secret) {
-			return echoedNotice
-		}
-	}
-	return s
-}
-
-// text is how upstream text enters a message: scrubbed of the secret,
-// control characters replaced, cut to excerptLen runes.
-func (r redactor) text(s string) string {
-	s = strings.Map(func(c rune) rune {
-		if isControl(c) {
-			return ' '
-		}
-		return c
-	}, r.scrub(s))
-	if runes := []rune(s); len(runes) > excerptLen {
-		s = string(runes[:excerptLen]) + "…"
-	}
-	return s
-}
-
 // describeBody summarises a reply body for an error message: a short,
 // printable excerpt of JSON or text, and never the markup of an HTML page.
 func (r redactor) describeBody(contentType string, body []byte) string {
@@ -184,7 +207,8 @@ func (r redactor) describeBody(contentType string, body []byte) string {
 
 // decodings returns s decoded by each decoder the secret could hide behind
 // (JSON/Go backslash escapes, percent-encoding, HTML entities), and by each
-// pair of them, for nested encodings.
+// pair of them, for nested encodings, plus what its base64 and hex runs
+// decode to.
 func decodings(s string) []string {
 	decoders := []func(string) string{
 		unescapeBackslashes,
@@ -192,12 +216,42 @@ func decodings(s string) []string {
 		func(s string) string { return unescapePercent(s, true) },
 		html.UnescapeString,
 	}
-	out := []string{}
+	out := binaryRuns(s)
 	for _, first := range decoders {
 		once := first(s)
 		out = append(out, once)
 		for _, second := range decoders {
 			out = append(out, second(once))
+		}
+	}
+	return out
+}
+
+var (
+	base64Run = regexp.MustCompile(`[A-Za-z0-9+/_-]{12,}`)
+	hexRun    = regexp.MustCompile(`[0-9A-Fa-f]{16,}`)
+)
+
+// binaryRuns decodes every base64 run of s (either alphabet, from each of
+// the four offsets a cut-off run can start at) and every hex run (from
+// either offset).
+func binaryRuns(s string) []string {
+	var out []string
+	for _, run := range base64Run.FindAllString(s, -1) {
+		std := strings.NewReplacer("-", "+", "_", "/").Replace(run)
+		for off := range 4 {
+			chunk := std[off:]
+			if decoded, err := base64.RawStdEncoding.DecodeString(chunk[:len(chunk)/4*4]); err == nil {
+				out = append(out, string(decoded))
+			}
+		}
+	}
+	for _, run := range hexRun.FindAllString(s, -1) {
+		for off := range 2 {
+			chunk := run[off:]
+			if decoded, err := hex.DecodeString(chunk[:len(chunk)/2*2]); err == nil {
+				out = append(out, string(decoded))
+			}
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package piwik
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,12 +102,16 @@ func parseTokenReply(contentType string, body []byte, sent, received time.Time, 
 		return nil, bad("%s", err)
 	}
 
+	claims, err := readClaims(reply.AccessToken)
+	if err != nil {
+		return nil, bad("access_token %s", err)
+	}
 	tok := &token{
 		AccessToken: reply.AccessToken,
 		TokenType:   "Bearer",
 		ExpiresIn:   expiresIn,
 		ExpiresAt:   sent.Add(expiresIn),
-		Claims:      readClaims(reply.AccessToken),
+		Claims:      claims,
 	}
 	if exp := tok.Claims.Expiry; !exp.IsZero() {
 		if !exp.After(received) {
@@ -167,33 +172,69 @@ func parseExpiresIn(n json.Number, red redactor) (time.Duration, error) {
 	return time.Duration(math.Floor(secs)) * time.Second, nil
 }
 
-// readClaims decodes the payload of a JWT with go-jose, without verifying
-// it. A token whose header or payload does not decode yields no claims:
-// the signature is opaque to us and the claims only decorate the reply.
-func readClaims(raw string) claims {
+// readClaims reads a JWT's claims without verifying it. exp comes straight
+// from the payload, whatever the header's alg or the other claims hold, so
+// that the deadline never depends on the token parsing as a whole; an exp
+// that is there but not a usable number is an error. The descriptive
+// claims (sub, org, aud, iat) are read with go-jose and left out when the
+// token does not parse: the signature is opaque to us and they only
+// decorate the reply.
+func readClaims(raw string) (claims, error) {
+	expiry, err := payloadExpiry(raw)
+	if err != nil {
+		return claims{}, err
+	}
+	c := claims{Expiry: expiry}
 	parsed, err := jwt.ParseSigned(raw, jwtAlgorithms)
 	if err != nil {
-		return claims{}
+		return c, nil
 	}
-	// exp and iat are read as plain numbers rather than jwt.NumericDate,
-	// so that a fractional value is cut, never rounded up.
+	// iat is read as a plain number rather than jwt.NumericDate, so that a
+	// fraction is cut, never rounded up.
 	var payload struct {
 		Sub string       `json:"sub"`
 		Org string       `json:"org"`
 		Aud jwt.Audience `json:"aud"`
 		Iat float64      `json:"iat"`
-		Exp float64      `json:"exp"`
 	}
 	if err := parsed.UnsafeClaimsWithoutVerification(&payload); err != nil {
-		return claims{}
+		return c, nil
 	}
-	return claims{
-		Subject:  payload.Sub,
-		Org:      payload.Org,
-		Audience: nonEmpty(payload.Aud),
-		IssuedAt: unixTime(payload.Iat),
-		Expiry:   unixTime(payload.Exp),
+	c.Subject, c.Org, c.Audience = payload.Sub, payload.Org, nonEmpty(payload.Aud)
+	c.IssuedAt = unixTime(payload.Iat)
+	return c, nil
+}
+
+// payloadExpiry returns the exp claim of a JWT's payload (base64url, padded
+// or not), the zero time when the payload is not a JSON object or has no
+// exp, and an error when exp is there but not a plausible NumericDate.
+func payloadExpiry(raw string) (time.Time, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return time.Time{}, nil
 	}
+	segment := strings.TrimRight(parts[1], "=")
+	payload, err := base64.RawURLEncoding.DecodeString(segment)
+	if err != nil {
+		if payload, err = base64.RawStdEncoding.DecodeString(segment); err != nil {
+			return time.Time{}, nil
+		}
+	}
+	var fields struct {
+		Exp json.RawMessage `json:"exp"`
+	}
+	if json.Unmarshal(payload, &fields) != nil || fields.Exp == nil || string(fields.Exp) == "null" {
+		return time.Time{}, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(fields.Exp, &n); err != nil {
+		return time.Time{}, errors.New("has an exp claim that is not a number")
+	}
+	secs, err := n.Float64()
+	if err != nil || secs <= 0 || secs > 1<<40 {
+		return time.Time{}, errors.New("has an exp claim that is not a plausible time")
+	}
+	return time.Unix(int64(math.Floor(secs)), 0).UTC(), nil
 }
 
 // nonEmpty drops empty audiences.

@@ -2,6 +2,7 @@ package piwik
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,9 @@ func (c *tokenCache) fetch(ctx context.Context, role, fingerprint string, minRem
 		}
 		return res.Val.(*token), minted.Load(), nil
 	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, false, &upstreamError{Kind: kindTimeout, Detail: "the request's deadline ended before the shared token request finished"}
+		}
 		return nil, false, ctx.Err()
 	}
 }

@@ -141,14 +141,22 @@ func TestLeaseTTL_isTruncatedNeverRoundedUp(t *testing.T) {
 
 func TestReadClaims(t *testing.T) {
 	iat := testNow.Unix()
-	got := readClaims(testJWT(map[string]any{"sub": "u-1", "org": "default", "aud": "Client-Name-1", "iat": iat, "exp": iat + 1800, "eml": "x@example.com"}))
+	got, err := readClaims(testJWT(map[string]any{"sub": "u-1", "org": "default", "aud": "Client-Name-1", "iat": iat, "exp": iat + 1800, "eml": "x@example.com"}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := claims{Subject: "u-1", Org: "default", Audience: []string{"Client-Name-1"}, IssuedAt: testNow, Expiry: testNow.Add(30 * time.Minute)}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("claims = %+v, want %+v", got, want)
 	}
 	for _, bad := range []string{"", "a.b", "a.!!!.c", "a." + base64.RawURLEncoding.EncodeToString([]byte("[1,2]")) + ".c", "a.b.c.d"} {
-		if c := readClaims(bad); c.Subject != "" || !c.Expiry.IsZero() {
-			t.Errorf("readClaims(%q) = %+v, want no claims", bad, c)
+		if c, err := readClaims(bad); c.Subject != "" || !c.Expiry.IsZero() || err != nil {
+			t.Errorf("readClaims(%q) = %+v, %v; want no claims", bad, c, err)
+		}
+	}
+	for _, exp := range []any{"soon", -1, 1e20, map[string]any{}} {
+		if _, err := readClaims(testJWT(map[string]any{"exp": exp})); err == nil {
+			t.Errorf("exp %v: accepted, want an error (the deadline cannot be read)", exp)
 		}
 	}
 }

@@ -213,25 +213,25 @@ func scanLogs() bool {
 	return clean
 }
 
-// scanFiles looks for every key of labels in every file of paths and
-// describes each hit by file, line and label. It also returns how many
-// bytes it read.
-//
-// The soak test remembers tens of thousands of tokens, so the secrets are
-// indexed by their last scanKeyLen bytes and each file is read once,
-// looking up the bytes ending at every offset, instead of once per secret.
-// (The tokens all begin alike, with the same JWT header; they end in their
-// signature.)
+// scanWindow is how many consecutive characters of a remembered secret
+// count as a leak in the log scan: a secret cut short, or split in two,
+// still shows.
+const scanWindow = 12
+
+// scanFiles looks for every run of scanWindow characters of every key of
+// labels in every file of paths and describes each hit by file, line and
+// label. A JWT is looked for by its signature (remembered on its own),
+// since its header and claims are shared by every token. It also returns
+// how many bytes it read.
 func scanFiles(paths []string, labels map[string]string) (findings []string, scanned int64, err error) {
-	index := make(map[string][]string)
-	var short []string // too short to index; rememberSecret refuses them
-	for v := range labels {
-		if len(v) < scanKeyLen {
-			short = append(short, v)
+	windows := map[string]string{}
+	for v, label := range labels {
+		if strings.Count(v, ".") == 2 || len(v) < scanWindow {
 			continue
 		}
-		key := v[len(v)-scanKeyLen:]
-		index[key] = append(index[key], v)
+		for i := 0; i+scanWindow <= len(v); i++ {
+			windows[v[i:i+scanWindow]] = label
+		}
 	}
 	for _, path := range paths {
 		data, readErr := os.ReadFile(path)
@@ -240,35 +240,20 @@ func scanFiles(paths []string, labels map[string]string) (findings []string, sca
 			continue
 		}
 		scanned += int64(len(data))
-		first := make(map[string]int) // secret -> offset of its first hit
-		for end := scanKeyLen; end <= len(data); end++ {
-			for _, v := range index[string(data[end-scanKeyLen:end])] {
-				if _, seen := first[v]; !seen && bytes.HasSuffix(data[:end], []byte(v)) {
-					first[v] = end - len(v)
-				}
+		reported := map[string]bool{}
+		for i := 0; i+scanWindow <= len(data); i++ {
+			label, hit := windows[string(data[i:i+scanWindow])]
+			if !hit || reported[label] {
+				continue
 			}
-		}
-		for _, v := range short {
-			if i := bytes.Index(data, []byte(v)); i >= 0 {
-				first[v] = i
-			}
-		}
-		hits := make([]string, 0, len(first))
-		for v := range first {
-			hits = append(hits, v)
-		}
-		sort.Slice(hits, func(a, b int) bool { return first[hits[a]] < first[hits[b]] })
-		for _, v := range hits {
-			line := bytes.Count(data[:first[v]], []byte("\n")) + 1
-			findings = append(findings, fmt.Sprintf("%s line %d contains a %s", path, line, labels[v]))
+			reported[label] = true
+			line := bytes.Count(data[:i], []byte("\n")) + 1
+			findings = append(findings, fmt.Sprintf("%s line %d contains %d characters of a %s", path, line, scanWindow, label))
 		}
 	}
+	sort.Strings(findings)
 	return findings, scanned, err
 }
-
-// scanKeyLen is how many trailing bytes of a secret scanFiles indexes it
-// by: the shortest secret rememberSecret accepts.
-const scanKeyLen = 12
 
 // mkdir creates dir (and its parents) and returns it.
 func mkdir(t *testing.T, dir string) string {

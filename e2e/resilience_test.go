@@ -299,14 +299,6 @@ func readOnce(client *api.Client, path string) credsRead {
 	return r
 }
 
-// redactErr is err's text without remembered secrets.
-func redactErr(err error) string {
-	if err == nil {
-		return "<nil>"
-	}
-	return redact(err.Error())
-}
-
 // pluginMetrics is the JSON form of <mount>/metrics.
 type pluginMetrics struct {
 	TokensMinted     int64            `json:"tokens_minted"`

@@ -25,7 +25,7 @@ func TestUpgradePluginVersion(t *testing.T) {
 	v.mountPiwik(t, mount, env.version, st)
 	before := v.readCreds(t, v.token, mount+"/creds/reporting")
 
-	command := pluginName + "-" + upgradeVersion
+	command := pluginName + "_" + upgradeVersion // the release file name
 	copyBinary(t, upgradeBinary(t), v.pluginDir, command)
 	v.registerPlugin(t, command, upgradeVersion)
 	v.vault(t, "secrets", "tune", "-plugin-version="+upgradeVersion, mount+"/")

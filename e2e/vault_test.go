@@ -284,9 +284,23 @@ func (v *vaultServer) builtVersion(t *testing.T) string {
 	}
 	sha := fileSHA256(t, filepath.Join(v.pluginDir, pluginName))
 	v.vault(t, "plugin", "register", "-sha256="+sha, "secret", pluginName)
+	version := v.catalogVersion(t, pluginName)
+	if version == "" {
+		t.Fatalf("the plugin registered without a version reported none; set PLUGIN_VERSION")
+	}
+	pluginVersion.version = version
+	return version
+}
+
+// catalogVersion returns the version of the external secrets plugin name
+// in v's catalog, "" if it has none. After a registration without
+// -version, it is the version the binary reported to Vault.
+func (v *vaultServer) catalogVersion(t *testing.T, name string) string {
+	t.Helper()
 	var plugins struct {
 		Details []struct {
 			Name    string `json:"name"`
+			Type    string `json:"type"`
 			Version string `json:"version"`
 			Builtin bool   `json:"builtin"`
 		} `json:"detailed"`
@@ -298,12 +312,10 @@ func (v *vaultServer) builtVersion(t *testing.T) string {
 	decode(t, "sys/plugins/catalog", out, &wrapper)
 	decode(t, "sys/plugins/catalog data", string(wrapper.Data), &plugins)
 	for _, p := range plugins.Details {
-		if p.Name == pluginName && !p.Builtin && p.Version != "" {
-			pluginVersion.version = p.Version
+		if p.Name == name && p.Type == "secret" && !p.Builtin && p.Version != "" {
 			return p.Version
 		}
 	}
-	t.Fatalf("the plugin registered without a version reported none; set PLUGIN_VERSION")
 	return ""
 }
 

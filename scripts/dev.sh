@@ -21,6 +21,8 @@ vault_port="${VAULT_DEV_PORT:-8200}"
 standin_port="${STANDIN_PORT:-8210}"
 version="${VERSION:-v0.1.0}"
 plugin_name="vault-plugin-secrets-piwik"
+# The file name in the plugin directory, as in a release zip.
+plugin_command="${plugin_name}_${version}"
 vault_bin="$root/bin/vault"
 plugin_bin="$root/bin/$plugin_name"
 standin_bin="$root/bin/piwik-standin"
@@ -50,8 +52,8 @@ step "preparing $dev"
 rm -rf "$dev"
 mkdir -p "$dev/plugins" "$dev/home"
 chmod 700 "$dev"
-cp "$plugin_bin" "$dev/plugins/$plugin_name"
-chmod 755 "$dev/plugins/$plugin_name"
+cp "$plugin_bin" "$dev/plugins/$plugin_command"
+chmod 755 "$dev/plugins/$plugin_command"
 
 root_token="$(random_string)"
 printf '%s\n' "$root_token" >"$dev/root-token"
@@ -102,10 +104,10 @@ if $use_standin; then
 	logs="$logs and $dev/standin.log"
 fi
 
-step "registering $plugin_name $version"
-sha="$(sha256sum "$dev/plugins/$plugin_name" | cut -d' ' -f1)"
+step "registering $plugin_name $version (file $plugin_command)"
+sha="$(sha256sum "$dev/plugins/$plugin_command" | cut -d' ' -f1)"
 run_or_die "registering the plugin failed (does VERSION=$version match the build? read $dev/vault.log)" \
-	"$vault_bin" plugin register -sha256="$sha" -version="$version" secret "$plugin_name"
+	"$vault_bin" plugin register -sha256="$sha" -version="$version" -command="$plugin_command" secret "$plugin_name"
 
 step "enabling it at piwik/"
 run_or_die "enabling the plugin failed; read $dev/vault.log" \

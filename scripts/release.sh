@@ -1,37 +1,66 @@
 #!/usr/bin/env bash
-# Builds version-stamped plugin binaries for every supported platform into
-# dist/, writes SHA256SUMS, and prints the `vault plugin register` line for
-# each binary.
+# Builds the release with goreleaser (.goreleaser.yaml), pinned and run
+# through `go run`, as a snapshot: nothing is tagged or published. The
+# SBOMs are made by CycloneDX's cyclonedx-gomod, pinned too, installed into
+# a temporary directory on PATH. Then prints the `vault plugin register`
+# line of each binary. Run by `make release`.
+#
+# Environment:
+#   VERSION          version to stamp, with a leading v (required; make
+#                    release passes v0.1.0 unless told otherwise)
+#   GPG_FINGERPRINT  key that signs SHA256SUMS (gpg --local-user); when
+#                    unset, SHA256SUMS is not signed
+#   GNUPGHOME        gpg's home, if not ~/.gnupg
+#   DIST             output directory (default dist)
+#   GO               the go command (default go)
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
+cd "$root"
+
+goreleaser="github.com/goreleaser/goreleaser/v2@v2.15.1"
+cyclonedx="github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0"
+name="vault-plugin-secrets-piwik"
+go_cmd="${GO:-go}"
 version="${VERSION:?set VERSION, e.g. VERSION=v0.1.0}"
-if [[ ! "$version" =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+].*)?$ ]]; then
-  echo "release: VERSION must be a semantic version with a leading v, got '$version'" >&2
-  exit 1
+dist="${DIST:-dist}"
+
+[[ "$version" =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$ ]] ||
+	die "VERSION must be a semantic version with a leading v, got '$version'"
+[[ "$dist" != *[\|\&\\]* ]] || die "DIST must not contain |, & or \\ (it goes into a sed replacement)"
+command -v jq >/dev/null || die "jq is required (apt-get install jq)"
+grep -qx 'dist: dist' .goreleaser.yaml || die ".goreleaser.yaml has no line 'dist: dist' to point at $dist"
+
+skip=()
+if [[ -n "${GPG_FINGERPRINT:-}" ]]; then
+	command -v gpg >/dev/null || die "gpg is required to sign (apt-get install gnupg)"
+	step "SHA256SUMS will be signed with GPG key $GPG_FINGERPRINT"
+else
+	step "GPG_FINGERPRINT is not set: SHA256SUMS will NOT be signed (no SHA256SUMS.sig)"
+	skip=(--skip=sign)
 fi
-name=vault-plugin-secrets-piwik
-module=github.com/piwik-vault/vault-plugin-secrets-piwik
-platforms=(linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64)
 
-rm -rf dist
-mkdir -p dist
-for platform in "${platforms[@]}"; do
-  os="${platform%/*}" arch="${platform#*/}"
-  ext=""
-  [[ "$os" == windows ]] && ext=".exe"
-  out="dist/${name}_${version}_${os}_${arch}${ext}"
-  echo "==> building $out"
-  CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" go build -trimpath \
-    -ldflags "-s -w -X ${module}.Version=${version}" -o "$out" "./cmd/${name}"
-done
+tools="$(mktemp -d "${TMPDIR:-/tmp}/piwik-release-tools.XXXXXX")"
+trap 'rm -rf "$tools"' EXIT
+step "installing $cyclonedx into $tools"
+GOBIN="$tools" "$go_cmd" install "$cyclonedx"
+export PATH="$tools:$PATH"
 
-(cd dist && sha256sum "${name}"_* > SHA256SUMS)
-echo "==> dist/SHA256SUMS"
-cat dist/SHA256SUMS
+step "goreleaser ($goreleaser): snapshot release $version into $dist"
+# The first run builds goreleaser itself (a few minutes); Go caches it.
+sed "s|^dist: dist\$|dist: $dist|" .goreleaser.yaml |
+	VERSION="$version" "$go_cmd" run "$goreleaser" release --snapshot --clean --config - "${skip[@]}"
 
-echo
-echo "==> register a binary after copying it into Vault's plugin_directory as '${name}' (or pass -command=<file name>):"
-while read -r sum file; do
-  echo "vault plugin register -sha256=${sum} -version=${version} -command=${file} secret ${name}"
-done < dist/SHA256SUMS
+step "$dist/SHA256SUMS"
+cat "$dist/SHA256SUMS"
+
+printf '\n'
+step "register each binary after copying it into Vault's plugin_directory under its own name:"
+jq -r '.[] | select(.type == "Binary") | [.goos, .goarch, .path] | @tsv' "$dist/artifacts.json" | sort |
+	while IFS=$'\t' read -r os arch path; do
+		sha="$(sha256sum "$path" | cut -d' ' -f1)"
+		printf '%s/%s:\n  vault plugin register -sha256=%s -version=%s -command=%s secret %s\n' \
+			"$os" "$arch" "$sha" "$version" "$(basename "$path")" "$name"
+	done

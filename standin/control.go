@@ -75,6 +75,8 @@ type credentialJSON struct {
 type stats struct {
 	TokenRequests int64 `json:"token_requests"`
 	TokensIssued  int64 `json:"tokens_issued"`
+	// TokenRequestsBy counts token requests per known client id.
+	TokenRequestsBy map[string]int64 `json:"token_requests_by_client"`
 }
 
 // serveControl serves the /_standin/ endpoints. A POST replies 204 when it
@@ -128,7 +130,9 @@ func (s *Server) controlUpdate(path string) func(*http.Request) error {
 func (s *Server) controlReport(r *http.Request) func() any {
 	switch r.URL.Path {
 	case controlStats:
-		return func() any { return stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued()} }
+		return func() any {
+			return stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued(), TokenRequestsBy: s.TokenRequestsBy()}
+		}
 	case controlSchedule:
 		if r.Method == http.MethodPost {
 			return nil

@@ -16,6 +16,7 @@ package standin
 
 import (
 	"crypto/rand"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -94,6 +95,9 @@ type Server struct {
 
 	tokenRequests atomic.Int64
 	tokensIssued  atomic.Int64
+	// requestsBy counts token requests per known client id, under mu, so
+	// that a benchmark can tell the roles of one Vault apart.
+	requestsBy map[string]int64
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close; releases hung and slow replies
@@ -106,12 +110,13 @@ func New(opts Options) *Server {
 		grace = DefaultRetryAfterGrace
 	}
 	s := &Server{
-		org:     opts.Org,
-		now:     opts.Now,
-		key:     make([]byte, 32),
-		creds:   make(map[string]Credential),
-		clients: newClientTracker(grace),
-		closed:  make(chan struct{}),
+		org:        opts.Org,
+		now:        opts.Now,
+		key:        make([]byte, 32),
+		creds:      make(map[string]Credential),
+		requestsBy: make(map[string]int64),
+		clients:    newClientTracker(grace),
+		closed:     make(chan struct{}),
 	}
 	if s.org == "" {
 		s.org = DefaultOrg
@@ -195,6 +200,14 @@ func (s *Server) TokenRequests() int64 {
 	return s.tokenRequests.Load()
 }
 
+// TokenRequestsBy returns how many /auth/token requests named each client
+// id the server knows (right secret or not), by client id.
+func (s *Server) TokenRequestsBy() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.requestsBy)
+}
+
 // TokensIssued returns how many signed tokens the server minted for a 200
 // reply (including replies a fault altered, such as short_jwt, but not
 // bad_jwt, whose token is not one).
@@ -234,11 +247,15 @@ func (s *Server) nextFault(sr *scheduledRun, phase Fault) Fault {
 	return s.fault
 }
 
-// lookup returns the credential for clientID and the current lifetime.
+// lookup returns the credential for clientID and the current lifetime, and
+// counts a token request for clientID if it is known.
 func (s *Server) lookup(clientID string) (Credential, bool, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.creds[clientID]
+	if ok {
+		s.requestsBy[clientID]++
+	}
 	return c, ok, s.lifetime
 }
 

@@ -861,7 +861,13 @@ func TestControlEndpoints(t *testing.T) {
 	}
 
 	status, body := control(t, ts, "GET", "/_standin/stats", "")
-	want := fmt.Sprintf(`{"token_requests":%d,"tokens_issued":%d}`, s.TokenRequests(), s.TokensIssued())
+	by := s.TokenRequestsBy()
+	// Requests a fault answered before reading them name no client.
+	if len(by) != 3 || by["c2"] != 1 || by["c3"] != 1 || by["client-a"] == 0 || by["client-a"]+2 > s.TokenRequests() {
+		t.Errorf("requests by client %v of %d; want c2 and c3 once each, some by client-a", by, s.TokenRequests())
+	}
+	want := fmt.Sprintf(`{"token_requests":%d,"tokens_issued":%d,"token_requests_by_client":{"c2":1,"c3":1,"client-a":%d}}`,
+		s.TokenRequests(), s.TokensIssued(), by["client-a"])
 	if status != 200 || body != want {
 		t.Errorf("stats: %d %s, want 200 %s", status, body, want)
 	}

@@ -1,9 +1,11 @@
 // Command baseline is a minimal Vault secrets plugin built only for the load
-// benchmark (scripts/bench.sh). Reading creds/<name> returns the same leased
+// benchmark (make bench). Reading creds/<name> returns the same leased
 // secret every time: no storage read, no upstream request, a Revoke that does
 // nothing. It measures the floor that any plugin handing out leased tokens
 // can reach on a given Vault: Vault's HTTP layer, its gRPC hop to the plugin
-// process and its lease bookkeeping, and nothing else.
+// process and its lease bookkeeping, and nothing else. Reading
+// unleased/<name> returns the same data and a ttl without a lease, as the
+// piwik plugin's roles with leased=false do: the floor without the lease.
 package main
 
 import (
@@ -84,11 +86,46 @@ func newBackend() *framework.Backend {
 			return nil, nil
 		},
 	}}
-	b.Paths = []*framework.Path{{
-		Pattern: "creds/" + framework.GenericNameRegex("name"),
+	b.Paths = []*framework.Path{
+		constantPath("creds", "credentials", "Return the constant leased secret.",
+			"Returns the same secret as a 30-minute, non-renewable lease on every read, without touching storage or the network.",
+			func(name string) *logical.Response {
+				resp := b.Secret(secretType).Response(constantData(), map[string]any{"role": name, "expires_at": constantExpiry})
+				resp.Secret.TTL = leaseTTL
+				resp.Secret.MaxTTL = leaseTTL
+				resp.Secret.Renewable = false
+				return resp
+			}),
+		constantPath("unleased", "unleased-credentials", "Return the constant secret without a lease.",
+			"Returns the same secret and its ttl in the data on every read, without a lease, storage or the network.",
+			func(string) *logical.Response {
+				data := constantData()
+				data["ttl"] = int64(leaseTTL.Seconds())
+				return &logical.Response{Data: data}
+			}),
+	}
+	return b
+}
+
+// constantData is the secret's data, as piwik/creds/<role> shapes it.
+func constantData() map[string]any {
+	return map[string]any{
+		"access_token": constantToken,
+		"token_type":   "Bearer",
+		"expires_at":   constantExpiry,
+		"sub":          "00000000-0000-0000-0000-000000000000",
+		"org":          "default",
+		"aud":          "Client-Name-baseline",
+	}
+}
+
+// constantPath is <prefix>/<name>, whose reads return respond(name).
+func constantPath(prefix, suffix, summary, desc string, respond func(name string) *logical.Response) *framework.Path {
+	return &framework.Path{
+		Pattern: prefix + "/" + framework.GenericNameRegex("name"),
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: "baseline",
-			OperationSuffix: "credentials",
+			OperationSuffix: suffix,
 		},
 		Fields: map[string]*framework.FieldSchema{
 			"name": {
@@ -100,25 +137,13 @@ func newBackend() *framework.Backend {
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
 				Callback: func(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-					resp := b.Secret(secretType).Response(map[string]any{
-						"access_token": constantToken,
-						"token_type":   "Bearer",
-						"expires_at":   constantExpiry,
-						"sub":          "00000000-0000-0000-0000-000000000000",
-						"org":          "default",
-						"aud":          "Client-Name-baseline",
-					}, map[string]any{"role": d.Get("name"), "expires_at": constantExpiry})
-					resp.Secret.TTL = leaseTTL
-					resp.Secret.MaxTTL = leaseTTL
-					resp.Secret.Renewable = false
-					return resp, nil
+					return respond(d.Get("name").(string)), nil
 				},
 				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
-				Summary:      "Return the constant leased secret.",
+				Summary:      summary,
 			},
 		},
-		HelpSynopsis:    "Return a constant leased secret.",
-		HelpDescription: "Returns the same secret as a 30-minute, non-renewable lease on every read, without touching storage or the network.",
-	}}
-	return b
+		HelpSynopsis:    summary,
+		HelpDescription: desc,
+	}
 }

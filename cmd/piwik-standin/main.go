@@ -49,6 +49,7 @@ func run() error {
 	keyFile := flag.String("tls-key-file", "", "PEM private key `file` for -tls-cert-file")
 	extra := flag.String("extra-credentials", "", "JSON `file` of more credentials: [{\"client_id\":…,\"client_secret\":…}]")
 	grace := flag.Duration("retry-after-grace", standin.DefaultRetryAfterGrace, "how long after a 429 a request of the same client id still counts as sent before it, not as a violation of its Retry-After (GET /_standin/clients)")
+	quiet := flag.Bool("quiet", false, "do not log each request (the load benchmark's thousands of token requests a second)")
 	flag.Parse()
 
 	creds, err := credentials(*clientID, *extra)
@@ -68,7 +69,11 @@ func run() error {
 	}
 	srv := standin.New(standin.Options{Credentials: creds, Lifetime: *lifetime, RetryAfterGrace: *grace})
 	fmt.Printf("piwik-standin listening on %s\n", baseURL)
-	return serve(ln, srv)
+	var handler http.Handler = srv
+	if !*quiet {
+		handler = standin.LogRequests(srv, log.Printf)
+	}
+	return serve(ln, srv, handler)
 }
 
 // credentials returns the first credential and those of the extra file.
@@ -148,13 +153,14 @@ func writeFileAtomic(path, data string) error {
 	return nil
 }
 
-// serve serves srv on ln until SIGINT or SIGTERM, then shuts down: replies
-// held by a hang or slow fault are released so shutdown does not wait on them.
-func serve(ln net.Listener, srv *standin.Server) error {
+// serve serves handler, srv with or without request logging, on ln until
+// SIGINT or SIGTERM, then shuts down: replies held by a hang or slow fault
+// are released so shutdown does not wait on them.
+func serve(ln net.Listener, srv *standin.Server, handler http.Handler) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hs := &http.Server{
-		Handler:           standin.LogRequests(srv, log.Printf),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 1)

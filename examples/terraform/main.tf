@@ -17,12 +17,13 @@ terraform {
   }
 }
 
-# The binary must already be in Vault's plugin_directory on every node, as
-# var.plugin_command, with this SHA-256.
+# The binary must already be in Vault's plugin_directory on every node,
+# under the name it has in the release zip (vault-plugin-secrets-piwik_<version>)
+# or var.plugin_command, with this SHA-256.
 resource "vault_plugin" "piwik" {
   type    = "secret"
   name    = "vault-plugin-secrets-piwik"
-  command = var.plugin_command
+  command = coalesce(var.plugin_command, "vault-plugin-secrets-piwik_${var.plugin_version}")
   version = var.plugin_version
   sha256  = var.plugin_sha256
 }

@@ -1,7 +1,7 @@
 variable "plugin_command" {
-  description = "File name of the plugin binary in Vault's plugin_directory."
+  description = "File name of the plugin binary in Vault's plugin_directory. Default: the name in the release zip, \"vault-plugin-secrets-piwik_<plugin_version>\" (add .exe on Windows)."
   type        = string
-  default     = "vault-plugin-secrets-piwik"
+  default     = null
 }
 
 variable "plugin_version" {
@@ -10,7 +10,7 @@ variable "plugin_version" {
 }
 
 variable "plugin_sha256" {
-  description = "SHA-256 of the plugin binary, hex (sha256sum vault-plugin-secrets-piwik)."
+  description = "SHA-256 of the plugin binary, hex (sha256sum vault-plugin-secrets-piwik_v0.1.0)."
   type        = string
 
   validation {
