@@ -10,8 +10,12 @@ LDFLAGS       := -s -w -X $(MODULE).Version=$(VERSION)
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The Vault release the plugin is tested in; see tools/vault/go.mod.
 VAULT_BIN     := $(BIN)/vault
+# Other Vault releases `make compat` tests, one module each in
+# tools/compat/<version>/ (only releases that build; see README).
+COMPAT_VERSIONS := $(sort $(patsubst tools/compat/%/go.mod,%,$(wildcard tools/compat/*/go.mod)))
+COMPAT_BINS     := $(addprefix $(BIN)/vault-,$(COMPAT_VERSIONS))
 
-.PHONY: all build standin vault dev dev-stop test unit e2e bench fuzz release fmt lint clean
+.PHONY: all build standin vault dev dev-stop test unit e2e compat bench fuzz release fmt lint clean
 
 all: fmt lint build test
 
@@ -29,6 +33,9 @@ vault: $(VAULT_BIN)
 $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $(VAULT_BIN) .
 
+$(BIN)/vault-v%: tools/compat/v%/go.mod tools/compat/v%/go.sum tools/compat/v%/main.go
+	cd tools/compat/v$* && $(GO) build -trimpath -ldflags "-s -w" -o $@ .
+
 dev: build standin vault
 	VERSION=$(VERSION) scripts/dev.sh
 
@@ -44,6 +51,12 @@ unit:
 e2e: build standin vault
 	VAULT_BINARY=$(VAULT_BIN) PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin \
 		PLUGIN_VERSION=$(VERSION) $(GO) test -count=1 -timeout 45m -v ./e2e/...
+
+# The core of the e2e suite against the pinned Vault and every release in
+# tools/compat/, one result line per version. Not part of `make test`.
+compat: build standin vault $(COMPAT_BINS)
+	PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin PLUGIN_VERSION=$(VERSION) \
+		scripts/compat.sh $(VAULT_BIN) $(COMPAT_BINS)
 
 # Load benchmark against the real Vault dev server; results in BENCHMARKS.md.
 bench: build standin vault
