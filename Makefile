@@ -11,9 +11,8 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The Vault release the plugin is tested in; see tools/vault/go.mod.
 VAULT_BIN     := $(BIN)/vault
 # Other Vault releases `make compat` tests, one module each in
-# tools/compat/<version>/ (only releases that build; see README).
-COMPAT_VERSIONS := $(sort $(patsubst tools/compat/%/go.mod,%,$(wildcard tools/compat/*/go.mod)))
-COMPAT_BINS     := $(addprefix $(BIN)/vault-,$(COMPAT_VERSIONS))
+# tools/compat/vault-<version>/ (only releases that build; see README).
+COMPAT_BINS   := $(addprefix $(BIN)/,$(sort $(notdir $(wildcard tools/compat/vault-v*))))
 
 .PHONY: all build standin vault dev dev-stop test unit e2e compat bench fuzz release fmt lint clean
 
@@ -33,8 +32,8 @@ vault: $(VAULT_BIN)
 $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $(VAULT_BIN) .
 
-$(BIN)/vault-v%: tools/compat/v%/go.mod tools/compat/v%/go.sum tools/compat/v%/main.go
-	cd tools/compat/v$* && $(GO) build -trimpath -ldflags "-s -w" -o $@ .
+$(BIN)/vault-v%: tools/compat/vault-v%/go.mod tools/compat/vault-v%/go.sum tools/compat/vault-v%/main.go
+	cd tools/compat/vault-v$* && $(GO) build -trimpath -ldflags "-s -w" -o $@ .
 
 dev: build standin vault
 	VERSION=$(VERSION) scripts/dev.sh

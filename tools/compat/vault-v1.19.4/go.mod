@@ -1,4 +1,4 @@
-module github.com/piwik-vault/vault-plugin-secrets-piwik/tools/compat/v1.19.4
+module github.com/piwik-vault/vault-plugin-secrets-piwik/tools/compat/vault-v1.19.4
 
 go 1.24.0
 
