@@ -10,8 +10,11 @@ LDFLAGS       := -s -w -X $(MODULE).Version=$(VERSION)
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The Vault release the plugin is tested in; see tools/vault/go.mod.
 VAULT_BIN     := $(BIN)/vault
+# Other Vault releases `make compat` tests, one module each in
+# tools/compat/vault-<version>/ (only releases that build; see README).
+COMPAT_BINS   := $(addprefix $(BIN)/,$(sort $(notdir $(wildcard tools/compat/vault-v*))))
 
-.PHONY: all build standin vault dev dev-stop test unit e2e soak resilience acc acc-standin bench fuzz release fmt lint clean
+.PHONY: all build standin vault dev dev-stop test unit e2e soak resilience acc acc-standin compat bench fuzz release fmt lint clean
 
 all: fmt lint build test
 
@@ -28,6 +31,9 @@ vault: $(VAULT_BIN)
 
 $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	cd tools/vault && $(GO) build -trimpath -ldflags "-s -w" -o $(VAULT_BIN) .
+
+$(BIN)/vault-v%: tools/compat/vault-v%/go.mod tools/compat/vault-v%/go.sum tools/compat/vault-v%/main.go
+	cd tools/compat/vault-v$* && $(GO) build -trimpath -ldflags "-s -w" -o $@ .
 
 dev: build standin vault
 	VERSION=$(VERSION) scripts/dev.sh
@@ -76,6 +82,12 @@ acc: build standin vault
 # make acc pointed at a local stand-in, for trying it without an account.
 acc-standin: build standin vault
 	STANDIN_BINARY=$(BIN)/piwik-standin scripts/acc-standin.sh
+
+# The core of the e2e suite against the pinned Vault and every release in
+# tools/compat/, one result line per version. Not part of `make test`.
+compat: build standin vault $(COMPAT_BINS)
+	PLUGIN_BINARY=$(BIN)/$(PLUGIN_NAME) STANDIN_BINARY=$(BIN)/piwik-standin PLUGIN_VERSION=$(VERSION) \
+		scripts/compat.sh $(VAULT_BIN) $(COMPAT_BINS)
 
 # Load benchmark against real Vault servers (dev, raft, a raft cluster);
 # see BENCHMARKS.md. BENCH_MODE=quick runs it in a few minutes.

@@ -127,6 +127,20 @@ func TestOpenAPIDocumentsEveryPath(t *testing.T) {
 		t.Errorf("the OpenAPI document has the plugin paths %v, want %v (a new path belongs in this test)", got, want)
 	}
 
+	// The OpenAPI types of vault/sdk before v0.17.0 have no patch
+	// operation, so a Vault built with such an sdk (v1.19.4 is) drops PATCH
+	// from every path, its own included. Only then is PATCH not expected.
+	patchDocumented := false
+	for path, item := range doc.Paths {
+		if !strings.HasPrefix(path, "/piwik/") && item.Patch != nil {
+			patchDocumented = true
+			break
+		}
+	}
+	if !patchDocumented {
+		t.Log("this Vault documents no PATCH operation on any path; the plugin's PATCH operations are not checked")
+	}
+
 	ids := map[string]string{} // operationId -> "METHOD path"
 	refsMissing := 0
 	for _, p := range pluginPaths {
@@ -145,7 +159,11 @@ func TestOpenAPIDocumentsEveryPath(t *testing.T) {
 			methods = append(methods, m)
 		}
 		sort.Strings(methods)
-		if want := slices.Sorted(slices.Values(p.methods)); !slices.Equal(methods, want) {
+		want := slices.Sorted(slices.Values(p.methods))
+		if !patchDocumented {
+			want = slices.DeleteFunc(want, func(m string) bool { return m == "patch" })
+		}
+		if !slices.Equal(methods, want) {
 			t.Errorf("%s: operations %v, want %v", p.path, methods, want)
 		}
 		for _, method := range methods {
