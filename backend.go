@@ -170,9 +170,10 @@ func (b *backend) clean(context.Context) {
 	b.resetConfig()
 }
 
-// resetConfig drops the cached account, its HTTP client and every cached
-// token, all of them derived from the old config, and starts the pacing of
-// requests afresh.
+// resetConfig drops the cached account and its HTTP client, derived from
+// the old config, and demotes every cached token: the next read mints a
+// fresh one, and the old one is served only while Piwik PRO cannot issue
+// a new one and only if the credentials that minted it did not change.
 func (b *backend) resetConfig() {
 	b.cacheLock.Lock()
 	defer b.cacheLock.Unlock()
@@ -181,17 +182,16 @@ func (b *backend) resetConfig() {
 		b.acct.client.close()
 	}
 	b.acct = nil
-	b.tokens.dropAll()
-	b.gates.reset()
+	b.tokens.demoteAll()
 }
 
-// resetRole drops one role's cached definition and token.
+// resetRole drops one role's cached definition and demotes its token.
 func (b *backend) resetRole(name string) {
 	b.cacheLock.Lock()
 	defer b.cacheLock.Unlock()
 	b.gen++
 	delete(b.roles, name)
-	b.tokens.drop(name)
+	b.tokens.demote(name)
 }
 
 // account returns the stored config and what is derived from it, from the
@@ -317,14 +317,36 @@ func (b *backend) agent(ctx context.Context) string {
 	return ua
 }
 
+// gateKey names a credential for its gate: the account url and client id.
+func gateKey(acct *account, creds credentials) string {
+	return acct.config.URL + "\x00" + creds.ClientID
+}
+
 // mint asks Piwik PRO for a token for role (a name, or "(config)") with
-// creds, through the credential's gate, and logs a failed request once at
-// warn level: a Vault at the default log level then records every failed
-// mint, with what an operator needs to act on it and nothing secret. A
-// mint the gate refused without a request is only counted (and logged at
-// debug level), so that an outage does not flood the log.
+// creds, through the credential's shared gate.
 func (b *backend) mint(ctx context.Context, acct *account, role string, creds credentials) (*token, error) {
-	tok, err := acct.client.mint(withRole(ctx, role), creds, b.gates.get(acct.config.URL+"\x00"+creds.ClientID))
+	return b.mintThrough(ctx, acct, role, creds, b.gates.get(gateKey(acct, creds)))
+}
+
+// verify mints one token to check credentials an operator is writing,
+// through a gate of its own: the write is a deliberate probe, not held back
+// by a window an earlier failure opened. A rate limit it meets is recorded
+// on the credential's shared gate, where readers honour it.
+func (b *backend) verify(ctx context.Context, acct *account, role string, creds credentials) error {
+	_, err := b.mintThrough(ctx, acct, role, creds, newGate(time.Now))
+	if upErr, ok := asUpstreamError(err); ok && upErr.Kind == kindRateLimited {
+		b.gates.get(gateKey(acct, creds)).record(err)
+	}
+	return err
+}
+
+// mintThrough mints through g and logs a failed request once at warn
+// level: a Vault at the default log level then records every failed mint,
+// with what an operator needs to act on it and nothing secret. A mint the
+// gate refused without a request is only counted (and logged at debug
+// level), so that an outage does not flood the log.
+func (b *backend) mintThrough(ctx context.Context, acct *account, role string, creds credentials, g *gate) (*token, error) {
+	tok, err := acct.client.mint(withRole(ctx, role), creds, g)
 	if err == nil {
 		return tok, nil
 	}

@@ -236,10 +236,28 @@ func (s *gates) pruneIdle(now time.Time) {
 	}
 }
 
-// reset forgets every gate: an operator who writes or deletes the config
-// starts the pacing afresh.
-func (s *gates) reset() {
+// lift ends the windows and the run of failures of the credential key, in
+// place, so that the requests it has in flight still count against its
+// cap: a stored write of that credential, verified a moment ago, is fresher
+// news than an old failure.
+func (s *gates) lift(key string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.m)
+	g := s.m[key]
+	s.mu.Unlock()
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failures, g.probing, g.until, g.last = 0, false, time.Time{}, nil
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// record learns from err, the outcome of a request sent outside the gate
+// (an operator's verification), without a slot.
+func (g *gate) record(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.learn(err)
 }

@@ -274,7 +274,7 @@ func TestStale_neverForRejectedCredentialsOrMintRoles(t *testing.T) {
 func TestStale_notBelowTheFloor(t *testing.T) {
 	cache := newTokenCache()
 	tok := &token{AccessToken: "a.b.c", Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(31 * time.Second)}
-	cache.store("r", cachedToken{"fp", tok}, 0)
+	cache.store("r", cachedToken{fingerprint: "fp", tok: tok}, 0)
 	if cache.stale("r", "fp", testNow) != tok {
 		t.Errorf("31s left of a 30m token: not served, want served (floor 30s)")
 	}
@@ -285,7 +285,7 @@ func TestStale_notBelowTheFloor(t *testing.T) {
 		t.Errorf("served a token of other credentials")
 	}
 	short := &token{AccessToken: "a.b.c", Lifetime: 20 * time.Second, ExpiresAt: testNow.Add(9 * time.Second)}
-	cache.store("s", cachedToken{"fp", short}, 0)
+	cache.store("s", cachedToken{fingerprint: "fp", tok: short}, 0)
 	if cache.stale("s", "fp", testNow) != short {
 		t.Errorf("9s left of a 20s token: not served, want served (floor a quarter: 5s)")
 	}

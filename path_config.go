@@ -230,11 +230,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	defer acct.client.close()
 	if cfg.VerifyCredentials {
-		// The operator's write is a deliberate probe: it is not held back
-		// by a window an earlier failure opened (and a 429 to it opens a
-		// new one).
-		b.gates.reset()
-		if _, err := b.mint(ctx, acct, "(config)", cfg.credentials()); err != nil {
+		if err := b.verify(ctx, acct, "(config)", cfg.credentials()); err != nil {
 			return verifyFailure("verify_credentials: Piwik PRO did not issue a token with these settings, nothing was stored", err)
 		}
 	}
@@ -247,6 +243,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.resetConfig()
+	if cfg.VerifyCredentials {
+		// Verified a moment ago: fresher news than an earlier failure.
+		b.gates.lift(gateKey(acct, cfg.credentials()))
+	}
 	return nil, nil
 }
 

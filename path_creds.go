@@ -131,7 +131,7 @@ func (b *backend) issue(ctx context.Context, name string, role *piwikRole, acct 
 		}
 		return tok, nil, nil
 	case rejectedCredentials(err):
-		b.tokens.drop(name)
+		b.tokens.forget(name)
 	case upstream && upErr.transient():
 		if cached := b.tokens.stale(name, fingerprint, time.Now()); cached != nil {
 			b.metrics.staleServe()

@@ -269,8 +269,10 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	var acct *account
 	if secretGiven {
-		if resp, err := b.bindRoleCredentials(ctx, req.Storage, name, role); resp != nil || err != nil {
+		var resp *logical.Response
+		if acct, resp, err = b.bindRoleCredentials(ctx, req.Storage, name, role); resp != nil || err != nil {
 			return resp, err
 		}
 	}
@@ -283,6 +285,10 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	b.resetRole(name)
+	if acct != nil && acct.config.VerifyCredentials {
+		// Verified a moment ago: fresher news than an earlier failure.
+		b.gates.lift(gateKey(acct, role.credentials()))
+	}
 	return nil, nil
 }
 
@@ -295,6 +301,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	b.resetRole(name)
+	b.tokens.forget(name)
 	return nil, nil
 }
 
@@ -368,22 +375,24 @@ func (r *piwikRole) updateCredentials(d *framework.FieldData) (secretGiven bool,
 
 // bindRoleCredentials binds the role's newly given secret to the config's
 // url and CA trust, after minting one token with it there unless the config
-// turned verification off. A non-nil response or error refuses the write.
-func (b *backend) bindRoleCredentials(ctx context.Context, s logical.Storage, name string, role *piwikRole) (*logical.Response, error) {
+// turned verification off, and returns the account it was bound to. A
+// non-nil response or error refuses the write.
+func (b *backend) bindRoleCredentials(ctx context.Context, s logical.Storage, name string, role *piwikRole) (*account, *logical.Response, error) {
 	acct, err := b.account(ctx, s)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if acct == nil {
-		return logical.ErrorResponse("client_secret: a role's credentials are verified against and bound to piwik/config, which is not written yet"), nil
+		return nil, logical.ErrorResponse("client_secret: a role's credentials are verified against and bound to piwik/config, which is not written yet"), nil
 	}
 	if acct.config.VerifyCredentials {
-		if _, err := b.mint(ctx, acct, name, role.credentials()); err != nil {
-			return verifyFailure("client_id, client_secret: Piwik PRO did not issue a token with these credentials, nothing was stored", err)
+		if err := b.verify(ctx, acct, name, role.credentials()); err != nil {
+			resp, err := verifyFailure("client_id, client_secret: Piwik PRO did not issue a token with these credentials, nothing was stored", err)
+			return nil, resp, err
 		}
 	}
 	role.CredentialsURL, role.CredentialsCA = acct.config.URL, acct.caSum
-	return nil, nil
+	return acct, nil, nil
 }
 
 // getRole reads a role from storage; nil when it does not exist.

@@ -31,6 +31,9 @@ type tokenCache struct {
 type cachedToken struct {
 	fingerprint string
 	tok         *token
+	// demoted tokens are not handed out by get (a write asks for a fresh
+	// one), only by stale, while a new one cannot be had.
+	demoted bool
 }
 
 func newTokenCache() *tokenCache {
@@ -44,7 +47,7 @@ func (c *tokenCache) get(role, fingerprint string, minRemaining time.Duration, n
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cached, ok := c.tokens[role]
-	if !ok || cached.fingerprint != fingerprint || !usable(cached.tok, minRemaining, now) {
+	if !ok || cached.demoted || cached.fingerprint != fingerprint || !usable(cached.tok, minRemaining, now) {
 		return nil
 	}
 	return cached.tok
@@ -111,7 +114,7 @@ func (c *tokenCache) fetch(ctx context.Context, role, fingerprint string, minRem
 		if err != nil {
 			return nil, err
 		}
-		c.store(role, cachedToken{fingerprint, tok}, gen)
+		c.store(role, cachedToken{fingerprint: fingerprint, tok: tok}, gen)
 		return tok, nil
 	})
 	select {
@@ -137,18 +140,34 @@ func (c *tokenCache) store(role string, cached cachedToken, gen uint64) {
 	}
 }
 
-// drop forgets role's token.
-func (c *tokenCache) drop(role string) {
+// demote makes the next read of role mint a fresh token; the cached one is
+// kept for stale. Mints already in flight do not fill the cache.
+func (c *tokenCache) demote(role string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	if cached, ok := c.tokens[role]; ok {
+		cached.demoted = true
+		c.tokens[role] = cached
+	}
+}
+
+// demoteAll demotes every cached token.
+func (c *tokenCache) demoteAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for role, cached := range c.tokens {
+		cached.demoted = true
+		c.tokens[role] = cached
+	}
+}
+
+// forget drops role's token altogether: the role is gone, or Piwik PRO
+// rejected the credential that minted it.
+func (c *tokenCache) forget(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
 	delete(c.tokens, role)
-}
-
-// dropAll forgets every token.
-func (c *tokenCache) dropAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gen++
-	clear(c.tokens)
 }
