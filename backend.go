@@ -115,8 +115,8 @@ func newBackend() *backend {
 		roles:     make(map[string]*piwikRole),
 		tokens:    newTokenCache(),
 		gates:     newGates(time.Now),
-		metrics:   newMetrics(),
 	}
+	b.metrics = newMetrics(&b.gates.peak)
 	configPaths, rolePaths := pathConfig(b), pathRoles(b)
 	b.configFields = configPaths[0].Fields
 	b.roleFields = rolePaths[len(rolePaths)-1].Fields

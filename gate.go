@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,6 +58,8 @@ type gate struct {
 	changed chan struct{}
 	// used is when a request last took or returned a slot, for pruning.
 	used time.Time
+	// peak, when set, records the most requests in flight on any gate.
+	peak *atomic.Int64
 }
 
 func newGate(now func() time.Time) *gate {
@@ -82,6 +85,7 @@ func (g *gate) acquire(ctx context.Context) error {
 		if g.inFlight < g.limit() {
 			g.inFlight++
 			g.used = g.now()
+			g.recordPeak()
 			g.mu.Unlock()
 			return nil
 		}
@@ -91,6 +95,19 @@ func (g *gate) acquire(ctx context.Context) error {
 		case <-changed:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// recordPeak raises the shared peak to the requests now in flight.
+func (g *gate) recordPeak() {
+	if g.peak == nil {
+		return
+	}
+	for n := int64(g.inFlight); ; {
+		p := g.peak.Load()
+		if n <= p || g.peak.CompareAndSwap(p, n) {
+			return
 		}
 	}
 }
@@ -197,6 +214,9 @@ type gates struct {
 	mu     sync.Mutex
 	m      map[string]*gate
 	pruned time.Time // when pruneIdle last ran
+	// peak is the most requests that were in flight with one credential
+	// at once, since the plugin started: the cap seen from inside.
+	peak atomic.Int64
 }
 
 func newGates(now func() time.Time) *gates {
@@ -218,6 +238,7 @@ func (s *gates) get(key string) *gate {
 		s.pruneIdle(now)
 	}
 	g := newGate(s.now)
+	g.peak = &s.peak
 	s.m[key] = g
 	return g
 }

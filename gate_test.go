@@ -187,8 +187,8 @@ func TestGate_windowIsSharedByRolesWithTheCredential(t *testing.T) {
 	// A role with its own credential has a window of its own.
 	e.piwik.SetFault(standin.Fault{})
 	e.mustDo(logical.ReadOperation, "creds/own", nil)
-	if snap := e.mustDo(logical.ReadOperation, "metrics", nil).Data; snap["requests_not_sent"] != uint64(10) {
-		t.Errorf("metrics requests_not_sent = %v, want 10", snap["requests_not_sent"])
+	if snap := e.mustDo(logical.ReadOperation, "metrics", nil).Data; snap["requests_not_sent"] != uint64(10) || snap["upstream_in_flight_peak"] != int64(1) {
+		t.Errorf("metrics requests_not_sent = %v, upstream_in_flight_peak = %v; want 10 and 1", snap["requests_not_sent"], snap["upstream_in_flight_peak"])
 	}
 }
 
@@ -201,7 +201,8 @@ func TestGate_inFlightCapHoldsUnderConcurrentMints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, _ := newTestGate()
+	gs := newGates(time.Now)
+	g := gs.get("credential")
 	var wg sync.WaitGroup
 	for range 40 {
 		wg.Add(1)
@@ -215,6 +216,9 @@ func TestGate_inFlightCapHoldsUnderConcurrentMints(t *testing.T) {
 	wg.Wait()
 	if p := peak.Load(); p > maxInFlight || p < 2 {
 		t.Errorf("peak in flight %d, want between 2 and the cap %d", p, maxInFlight)
+	}
+	if p := gs.peak.Load(); p > maxInFlight || p < 2 {
+		t.Errorf("the gates' own peak %d, want between 2 and the cap %d", p, maxInFlight)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -32,10 +33,13 @@ type metrics struct {
 	latencySum       time.Duration
 	latencies        []time.Duration // ring buffer of the last latencyWindow
 	next             int
+	// inFlightPeak is the gates' peak of requests in flight with one
+	// credential.
+	inFlightPeak *atomic.Int64
 }
 
-func newMetrics() *metrics {
-	return &metrics{started: time.Now(), failures: make(map[errorKind]uint64), notSent: make(map[errorKind]uint64)}
+func newMetrics(inFlightPeak *atomic.Int64) *metrics {
+	return &metrics{started: time.Now(), failures: make(map[errorKind]uint64), notSent: make(map[errorKind]uint64), inFlightPeak: inFlightPeak}
 }
 
 // attempt records one upstream request.
@@ -99,6 +103,7 @@ type reading struct {
 	failures, notSent                                map[errorKind]uint64
 	latencySum                                       time.Duration
 	sorted                                           []time.Duration // the window, sorted
+	inFlightPeak                                     int64
 }
 
 func (m *metrics) read() reading {
@@ -107,7 +112,7 @@ func (m *metrics) read() reading {
 	r := reading{
 		started: m.started, minted: m.tokensMinted, reuseHits: m.reuseHits, staleServes: m.staleServes,
 		requests: m.upstreamRequests, failures: maps.Clone(m.failures), notSent: maps.Clone(m.notSent),
-		latencySum: m.latencySum, sorted: slices.Clone(m.latencies),
+		latencySum: m.latencySum, sorted: slices.Clone(m.latencies), inFlightPeak: m.inFlightPeak.Load(),
 	}
 	for _, n := range m.failures {
 		r.failed += n
@@ -131,15 +136,16 @@ func (m *metrics) snapshot() map[string]any {
 	failures, _ := byKind(r.failures)
 	notSent, notSentTotal := byKind(r.notSent)
 	return map[string]any{
-		"since":             r.started.UTC().Format(time.RFC3339),
-		"tokens_minted":     r.minted,
-		"reuse_hits":        r.reuseHits,
-		"stale_serves":      r.staleServes,
-		"upstream_requests": r.requests,
-		"upstream_failures": r.failed,
-		"failures_by_kind":  failures,
-		"requests_not_sent": notSentTotal,
-		"not_sent_by_kind":  notSent,
+		"since":                   r.started.UTC().Format(time.RFC3339),
+		"tokens_minted":           r.minted,
+		"reuse_hits":              r.reuseHits,
+		"stale_serves":            r.staleServes,
+		"upstream_requests":       r.requests,
+		"upstream_failures":       r.failed,
+		"failures_by_kind":        failures,
+		"requests_not_sent":       notSentTotal,
+		"upstream_in_flight_peak": r.inFlightPeak,
+		"not_sent_by_kind":        notSent,
 		"upstream_latency_ms": map[string]any{
 			"samples": len(r.sorted),
 			"p50":     percentileMillis(r.sorted, 0.50),
@@ -189,6 +195,11 @@ func (m *metrics) prometheus(mount string) ([]byte, error) {
 			Metric: []*dto.Metric{{Label: []*dto.LabelPair{mountLabel}, Summary: &dto.Summary{
 				SampleCount: proto.Uint64(r.requests), SampleSum: proto.Float64(r.latencySum.Seconds()), Quantile: quantiles,
 			}}},
+		},
+		{
+			Name: proto.String("piwik_upstream_in_flight_peak"), Help: proto.String("The most token requests that were in flight with one credential at once on this node (the cap is 4)."),
+			Type:   dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Label: []*dto.LabelPair{mountLabel}, Gauge: &dto.Gauge{Value: proto.Float64(float64(r.inFlightPeak))}}},
 		},
 		{
 			Name: proto.String("piwik_metrics_start_time_seconds"), Help: proto.String("When counting started: the plugin's start on this node, in Unix seconds."),

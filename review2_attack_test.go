@@ -314,7 +314,7 @@ func TestReview2_noFalsePositivesForRandomSecrets(t *testing.T) {
 // The Prometheus text keeps a hostile mount path inside its label value:
 // the encoder escapes quotes and newlines, so no sample can be injected.
 func TestReview2_mountPathCannotInjectPrometheusSamples(t *testing.T) {
-	m := newMetrics()
+	m := newMetrics(new(atomic.Int64))
 	mount := "a\"b\\\nc} 1\nevil_metric{x=\"y\"} 42\n# TYPE evil_metric counter"
 	text, err := m.prometheus(mount)
 	if err != nil {

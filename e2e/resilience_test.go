@@ -309,6 +309,7 @@ type pluginMetrics struct {
 	FailuresByKind   map[string]int64 `json:"failures_by_kind"`
 	RequestsNotSent  int64            `json:"requests_not_sent"`
 	NotSentByKind    map[string]int64 `json:"not_sent_by_kind"`
+	InFlightPeak     int64            `json:"upstream_in_flight_peak"`
 }
 
 // readMetrics reads mount/metrics, failing t when it cannot.

@@ -20,6 +20,7 @@ type standinClient struct {
 	Outcomes         map[string]int64 `json:"outcomes"`
 	InFlight         int              `json:"in_flight"`
 	PeakInFlight     int              `json:"peak_in_flight"`
+	PeakAnswered     int              `json:"peak_in_flight_answered"`
 	PeakAt           time.Time        `json:"peak_at"`
 	RateLimitWindows int64            `json:"rate_limit_windows"`
 	RequestsInGrace  int64            `json:"requests_in_grace"`

@@ -50,6 +50,12 @@ type clientRecord struct {
 	inFlight     int
 	peakInFlight int
 	peakAt       time.Time
+	// hanging counts the requests in flight held by FaultHang, which end
+	// only when the client gives up: the stand-in notices that a moment
+	// after the client has let go and may have sent the next request.
+	// peakAnswered is the peak of the others.
+	hanging      int
+	peakAnswered int
 	// windows are the Retry-After windows still open at the last arrival.
 	windows        []*window
 	windowsOpened  int64
@@ -120,6 +126,7 @@ type tracked struct {
 	t        *clientTracker
 	clientID string
 	replied  bool // the request no longer counts as in flight
+	hung     bool // held by FaultHang
 }
 
 // arrive records a token request of clientID that arrived at at: it is in
@@ -134,6 +141,7 @@ func (t *clientTracker) arrive(clientID string, at time.Time) *tracked {
 	if c.inFlight > c.peakInFlight {
 		c.peakInFlight, c.peakAt = c.inFlight, at
 	}
+	c.peakAnswered = max(c.peakAnswered, c.inFlight-c.hanging)
 	open := c.windows[:0]
 	for _, w := range c.windows {
 		if !at.Before(w.end) {
@@ -159,6 +167,16 @@ func (t *clientTracker) arrive(clientID string, at time.Time) *tracked {
 	return &tracked{t: t, clientID: clientID}
 }
 
+// hang marks the request as held until the client gives up (FaultHang).
+func (tr *tracked) hang() {
+	tr.t.mu.Lock()
+	defer tr.t.mu.Unlock()
+	if !tr.replied && !tr.hung {
+		tr.hung = true
+		tr.t.record(tr.clientID).hanging++
+	}
+}
+
 // replying marks the request as no longer in flight: its reply is about to
 // be sent, or its connection dropped. Later calls do nothing.
 func (tr *tracked) replying() {
@@ -170,7 +188,11 @@ func (tr *tracked) replying() {
 func (tr *tracked) endLocked() {
 	if !tr.replied {
 		tr.replied = true
-		tr.t.record(tr.clientID).inFlight--
+		c := tr.t.record(tr.clientID)
+		c.inFlight--
+		if tr.hung {
+			c.hanging--
+		}
 	}
 }
 
@@ -214,6 +236,10 @@ type ClientReport struct {
 	// and PeakAt when that was first reached.
 	PeakInFlight int       `json:"peak_in_flight"`
 	PeakAt       time.Time `json:"peak_at,omitzero"`
+	// PeakAnswered is the peak counting only the requests the stand-in
+	// answered, not those FaultHang held until the client gave up (which
+	// the stand-in notices only a moment after the client has moved on).
+	PeakAnswered int `json:"peak_in_flight_answered"`
 	// RateLimitWindows counts the 429s sent; RequestsInGrace the requests
 	// that arrived within the grace after one (MaxInGrace after the same
 	// one, the latest MaxGraceDelayMS after it); Violations those that
@@ -238,7 +264,7 @@ func (s *Server) ClientReports() []ClientReport {
 		c := t.clients[id]
 		out = append(out, ClientReport{
 			ClientID: id, Requests: c.requests, Outcomes: c.outcomes.counts(),
-			InFlight: c.inFlight, PeakInFlight: c.peakInFlight, PeakAt: c.peakAt,
+			InFlight: c.inFlight, PeakInFlight: c.peakInFlight, PeakAt: c.peakAt, PeakAnswered: c.peakAnswered,
 			RateLimitWindows: c.windowsOpened, RequestsInGrace: c.inGrace, MaxInGrace: c.maxInGrace,
 			MaxGraceDelayMS: float64(c.maxGraceDelay.Microseconds()) / 1000,
 			Violations:      c.violationCount, ViolationList: slices.Clone(c.violations),

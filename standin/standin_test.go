@@ -1202,6 +1202,30 @@ func TestPeakInFlight(t *testing.T) {
 	}
 }
 
+func TestPeakAnsweredLeavesOutHungRequests(t *testing.T) {
+	s := New(Options{Credentials: []Credential{{ClientID: testID, ClientSecret: testSecret}}})
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	s.FailNext(2, Fault{Kind: FaultHang})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if resp, err := post(t, nil, ts, "/auth/token", "application/json", jsonCreds("client_credentials", testID, testSecret)); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	eventually(t, "two hung requests", func() bool { return clientReport(s, testID).InFlight == 2 })
+	if got := tokenStatus(t, ts, testID, testSecret); got != 200 {
+		t.Errorf("status %d, want 200", got)
+	}
+	s.Close() // drops the hung requests
+	wg.Wait()
+	if c := clientReport(s, testID); c.PeakInFlight != 3 || c.PeakAnswered != 1 {
+		t.Errorf("peak %d, answered %d; want 3 in all and 1 answered", c.PeakInFlight, c.PeakAnswered)
+	}
+}
+
 func TestRetryAfterViolations(t *testing.T) {
 	clock := newClock()
 	other := Credential{ClientID: "client-b", ClientSecret: "secret-b"}

@@ -188,6 +188,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	case FaultCloseConnection:
 		tr.replying()
 		dropped = true
+	case FaultHang:
+		tr.hang()
 	}
 	if s.serveFault(tw, r, f, s.currentLifetime(), body) {
 		return
