@@ -3,7 +3,9 @@
 
 PLUGIN_NAME   := vault-plugin-secrets-piwik
 MODULE        := github.com/piwik-vault/vault-plugin-secrets-piwik
-VERSION       ?= v0.1.0
+# The version stamped into the binary: CHANGELOG.md's top entry, its one
+# source (a unit test checks that this reads it).
+VERSION       ?= $(shell sed -n 's/^\#\# \(v[0-9][0-9.]*[^ ]*\).*/\1/p' CHANGELOG.md | head -n 1)
 GO            ?= go
 BIN           := $(CURDIR)/bin
 LDFLAGS       := -s -w -X $(MODULE).Version=$(VERSION)
@@ -14,9 +16,12 @@ VAULT_BIN     := $(BIN)/vault
 # tools/compat/vault-<version>/ (only releases that build; see README).
 COMPAT_BINS   := $(addprefix $(BIN)/,$(sort $(notdir $(wildcard tools/compat/vault-v*))))
 
-.PHONY: all build standin vault dev dev-stop test unit e2e soak resilience acc acc-standin compat bench fuzz release fmt lint clean
+.PHONY: all version build standin vault dev dev-stop test unit e2e soak resilience acc acc-standin compat bench fuzz release fmt lint clean
 
 all: fmt lint build test
+
+version:
+	@echo $(VERSION)
 
 # Static binaries: Vault may run the plugin on hosts without a libc match.
 build:

@@ -65,6 +65,7 @@ type backend struct {
 	// requests of each credential.
 	tokens  *tokenCache
 	gates   *gates
+	checks  *checkMemory
 	metrics *metrics
 
 	// maxTTL caches the mount's max lease TTL; see mountMaxTTL.
@@ -115,6 +116,7 @@ func newBackend() *backend {
 		roles:     make(map[string]*piwikRole),
 		tokens:    newTokenCache(),
 		gates:     newGates(time.Now),
+		checks:    newCheckMemory(time.Now),
 	}
 	b.metrics = newMetrics(&b.gates.peak)
 	configPaths, rolePaths := pathConfig(b), pathRoles(b)
@@ -183,6 +185,7 @@ func (b *backend) resetConfig() {
 	}
 	b.acct = nil
 	b.tokens.demoteAll()
+	b.checks.forgetAll()
 }
 
 // resetRole drops one role's cached definition and demotes its token.
@@ -192,6 +195,7 @@ func (b *backend) resetRole(name string) {
 	b.gen++
 	delete(b.roles, name)
 	b.tokens.demote(name)
+	b.checks.forgetAll()
 }
 
 // account returns the stored config and what is derived from it, from the
@@ -322,7 +326,11 @@ func gateKey(acct *account, creds credentials) string {
 	return acct.config.URL + "\x00" + creds.ClientID
 }
 
-// mint asks Piwik PRO for a token for role (a name, or "(config)") with
+// configRole names the config's own credentials where a role name would
+// go: in logs and in the check's report of them.
+const configRole = "(config)"
+
+// mint asks Piwik PRO for a token for role (a name, or configRole) with
 // creds, through the credential's shared gate.
 func (b *backend) mint(ctx context.Context, acct *account, role string, creds credentials) (*token, error) {
 	return b.mintThrough(ctx, acct, role, creds, b.gates.get(gateKey(acct, creds)))
@@ -331,34 +339,50 @@ func (b *backend) mint(ctx context.Context, acct *account, role string, creds cr
 // verify mints one token to check credentials an operator is writing,
 // through a gate of its own: the write is a deliberate probe, not held back
 // by a window an earlier failure opened. A rate limit it meets is recorded
-// on the credential's shared gate, where readers honour it.
-func (b *backend) verify(ctx context.Context, acct *account, role string, creds credentials) error {
-	_, err := b.mintThrough(ctx, acct, role, creds, newGate(time.Now))
+// on the credential's shared gate, where readers honour it. sent is when
+// the verification started, for gates.lift.
+func (b *backend) verify(ctx context.Context, acct *account, role string, creds credentials) (sent time.Time, err error) {
+	sent = time.Now()
+	_, err = b.mintThrough(ctx, acct, role, creds, newGate(time.Now))
 	if upErr, ok := asUpstreamError(err); ok && upErr.Kind == kindRateLimited {
 		b.gates.get(gateKey(acct, creds)).record(err)
 	}
-	return err
+	return sent, err
 }
 
-// mintThrough mints through g and logs a failed request once at warn
-// level: a Vault at the default log level then records every failed mint,
-// with what an operator needs to act on it and nothing secret. A mint the
-// gate refused without a request is only counted (and logged at debug
-// level), so that an outage does not flood the log.
+// mintThrough mints through g and learns from the outcome what holds for
+// the credential on every path: a rejection (401, 402) drops every cached
+// token and remembered check of it, a success after a rejection ends it.
+//
+// A failed request is logged once at warn level: a Vault at the default
+// log level then records every failed mint, with what an operator needs to
+// act on it and nothing secret. A mint the gate refused without a request
+// is only counted (and logged at debug level), so that an outage does not
+// flood the log, and so is a mint the caller stopped waiting for.
 func (b *backend) mintThrough(ctx context.Context, acct *account, role string, creds credentials, g *gate) (*token, error) {
+	sent := time.Now()
 	tok, err := acct.client.mint(withRole(ctx, role), creds, g)
 	if err == nil {
+		b.tokens.accept(acct.fingerprint(creds), sent)
 		return tok, nil
+	}
+	if rejectedCredentials(err) {
+		fingerprint := acct.fingerprint(creds)
+		b.tokens.reject(fingerprint, time.Now())
+		b.checks.forget(fingerprint)
 	}
 	args := []any{"role", role, "kind", failureKind(err), "error", err.Error()}
 	upErr, ok := asUpstreamError(err)
 	if ok {
 		args = append(args, "status", upErr.Status, "attempts", upErr.Attempts)
 	}
-	if ok && upErr.NotSent {
+	switch {
+	case ok && upErr.NotSent:
 		b.metrics.notSentRequest(upErr.Kind)
 		b.Logger().Debug("no token request sent: the credential is in a rate-limit or backoff window", args...)
-	} else {
+	case isCallerError(err):
+		b.Logger().Debug("token request abandoned by its caller", args...)
+	default:
 		b.Logger().Warn("Piwik PRO did not issue a token", args...)
 	}
 	return nil, err

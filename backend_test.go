@@ -6,9 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -42,11 +46,87 @@ type env struct {
 	secrets []string // every secret and token seen, for the leak checks
 }
 
-type envOption func(*logical.StaticSystemView)
+// envSetup is what an envOption can change before the backend starts.
+type envSetup struct {
+	sys *logical.StaticSystemView
+	// wrap, when set, wraps the stand-in's handler.
+	wrap func(http.Handler) http.Handler
+}
+
+type envOption func(*envSetup)
 
 // withMountMaxTTL sets the mount's max lease TTL.
 func withMountMaxTTL(d time.Duration) envOption {
-	return func(sys *logical.StaticSystemView) { sys.MaxLeaseTTLVal = d }
+	return func(s *envSetup) { s.sys.MaxLeaseTTLVal = d }
+}
+
+// withHold puts h in front of the stand-in: a token request of a client id
+// h holds waits until h releases it.
+func withHold(h *hold) envOption {
+	return func(s *envSetup) { s.wrap = h.wrap }
+}
+
+// hold holds the token requests of chosen client ids until released, and
+// tells when one is being held.
+type hold struct {
+	mu      sync.Mutex
+	held    map[string]chan struct{} // by client id; closed on release
+	waiting map[string]int
+}
+
+func newHold() *hold {
+	return &hold{held: make(map[string]chan struct{}), waiting: make(map[string]int)}
+}
+
+// hold makes the token requests of clientID wait from now on.
+func (h *hold) hold(clientID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held[clientID] = make(chan struct{})
+}
+
+// release lets the held requests of clientID, and later ones, through.
+func (h *hold) release(clientID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ch, ok := h.held[clientID]; ok {
+		close(ch)
+		delete(h.held, clientID)
+	}
+}
+
+// waitingFor returns how many requests of clientID are being held.
+func (h *hold) waitingFor(clientID string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.waiting[clientID]
+}
+
+func (h *hold) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var req struct {
+			ClientID string `json:"client_id"`
+		}
+		_ = json.Unmarshal(body, &req)
+		h.mu.Lock()
+		ch := h.held[req.ClientID]
+		if ch != nil {
+			h.waiting[req.ClientID]++
+		}
+		h.mu.Unlock()
+		if ch != nil {
+			select {
+			case <-ch:
+			case <-r.Context().Done():
+			}
+			h.mu.Lock()
+			h.waiting[req.ClientID]--
+			h.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -56,16 +136,21 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		{ClientID: roleClientID, ClientSecret: roleClientSecret, UserID: "7d3a2b10-reporting"},
 	}})
 	e := &env{t: t, piwik: piwik, logs: &syncBuffer{}, secrets: []string{testClientSecret, roleClientSecret}}
-	server := httptest.NewServer(recordTokens(piwik, e.rememberSecret))
-	t.Cleanup(server.Close)
-
 	sys := &logical.StaticSystemView{
 		DefaultLeaseTTLVal: time.Hour,
 		MaxLeaseTTLVal:     24 * time.Hour,
 	}
+	setup := &envSetup{sys: sys}
 	for _, opt := range opts {
-		opt(sys)
+		opt(setup)
 	}
+	var handler http.Handler = piwik
+	if setup.wrap != nil {
+		handler = setup.wrap(handler)
+	}
+	server := httptest.NewServer(recordTokens(handler, e.rememberSecret))
+	t.Cleanup(server.Close)
+
 	conf := &logical.BackendConfig{
 		StorageView: &logical.InmemStorage{},
 		System:      sys,
@@ -297,5 +382,29 @@ func TestFactory_sealWrapsConfigAndRoles(t *testing.T) {
 		if !want[p] {
 			t.Errorf("unexpected seal-wrapped path %q", p)
 		}
+	}
+}
+
+func TestVersion_buildStampsTheChangelogsTopEntry(t *testing.T) {
+	changelog, err := os.ReadFile("CHANGELOG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := regexp.MustCompile(`(?m)^## (v\d+\.\d+\.\d+\S*)`).FindSubmatch(changelog)
+	if top == nil {
+		t.Fatal("CHANGELOG.md has no version entry")
+	}
+	cmd := exec.Command("make", "-s", "version")
+	for _, kv := range os.Environ() { // the default, not an override
+		if !strings.HasPrefix(kv, "VERSION=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("make version: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != string(top[1]) {
+		t.Errorf("make stamps %q, CHANGELOG.md's top entry is %q", got, top[1])
 	}
 }

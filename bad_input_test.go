@@ -1,6 +1,7 @@
 package piwik
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"reflect"
@@ -52,6 +53,15 @@ func TestBadInput_refusedWithFieldAndNothingChanges(t *testing.T) {
 		{"config: overflowing request_timeout", logical.UpdateOperation, "config", map[string]any{"request_timeout": "99999999999999h"}, "request_timeout", 400},
 		{"config: request_timeout too long", logical.UpdateOperation, "config", map[string]any{"request_timeout": "100h"}, "request_timeout", 400},
 		{"config: request_timeout not a duration", logical.UpdateOperation, "config", map[string]any{"request_timeout": "soon"}, "request_timeout", 400},
+		{"config: request_timeout not whole seconds", logical.UpdateOperation, "config", map[string]any{"request_timeout": "1.9s"}, "request_timeout", 400},
+		{"config: sub-second request_timeout", logical.UpdateOperation, "config", map[string]any{"request_timeout": "500ms"}, "request_timeout", 400},
+		{"config: fractional request_timeout number", logical.UpdateOperation, "config", map[string]any{"request_timeout": json.Number("1.5")}, "request_timeout", 400},
+		{"config: client_secret with a leading space", logical.UpdateOperation, "config", map[string]any{"client_secret": " s3cret"}, "client_secret", 400},
+		{"config: client_secret with a trailing space", logical.UpdateOperation, "config", map[string]any{"client_secret": "s3cret "}, "client_secret", 400},
+		{"config: client_secret with two trailing newlines", logical.UpdateOperation, "config", map[string]any{"client_secret": "s3cret\n\n"}, "client_secret", 400},
+		{"config: client_secret with a trailing CR alone", logical.UpdateOperation, "config", map[string]any{"client_secret": "s3cret\r"}, "client_secret", 400},
+		{"config: client_secret that is only a newline", logical.UpdateOperation, "config", map[string]any{"client_secret": "\n"}, "client_secret", 400},
+		{"config: client_id with a trailing tab", logical.UpdateOperation, "config", map[string]any{"client_id": "id\t", "client_secret": "s"}, "client_id", 400},
 		{"config: invalid PEM", logical.UpdateOperation, "config", map[string]any{"ca_cert": "not a certificate"}, "ca_cert", 400},
 		{"config: PEM holding a key", logical.UpdateOperation, "config", map[string]any{"ca_cert": keyPEM}, "ca_cert", 400},
 		{"config: negative max_retries", logical.UpdateOperation, "config", map[string]any{"max_retries": -1}, "max_retries", 400},
@@ -71,6 +81,14 @@ func TestBadInput_refusedWithFieldAndNothingChanges(t *testing.T) {
 		{"role: credentials Piwik PRO rejects", logical.UpdateOperation, "roles/own", map[string]any{"client_id": roleClientID, "client_secret": "wrong"}, "client_secret", 400},
 		{"role: control character in client_id", logical.UpdateOperation, "roles/r", map[string]any{"client_id": "a\tb", "client_secret": "x"}, "client_id", 400},
 		{"role: negative reuse_min_remaining", logical.UpdateOperation, "roles/r", map[string]any{"reuse_min_remaining": "-1m"}, "reuse_min_remaining", 400},
+		{"role: sub-second ttl", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "500ms"}, "ttl", 400},
+		{"role: negative sub-second ttl", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "-500ms"}, "ttl", 400},
+		{"role: ttl just under a second", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "999ms"}, "ttl", 400},
+		{"role: fractional ttl number", logical.UpdateOperation, "roles/r", map[string]any{"ttl": 0.5}, "ttl", 400},
+		{"role: ttl not whole seconds", logical.UpdateOperation, "roles/r", map[string]any{"ttl": "90.5s"}, "ttl", 400},
+		{"role: sub-second reuse_min_remaining", logical.UpdateOperation, "roles/r", map[string]any{"reuse_min_remaining": "500ms"}, "reuse_min_remaining", 400},
+		{"role: negative sub-second reuse_min_remaining", logical.UpdateOperation, "roles/r", map[string]any{"reuse_min_remaining": "-500ms"}, "reuse_min_remaining", 400},
+		{"role: client_secret with surrounding spaces", logical.UpdateOperation, "roles/own", map[string]any{"client_secret": " " + roleClientSecret + " "}, "client_secret", 400},
 		{"role: token_reuse not a bool", logical.UpdateOperation, "roles/r", map[string]any{"token_reuse": "often"}, "token_reuse", 400},
 		{"role: unknown field", logical.UpdateOperation, "roles/r", map[string]any{"max_ttl": "1h"}, "max_ttl", 400},
 		{"role: oversized name", logical.UpdateOperation, "roles/" + strings.Repeat("n", 200), nil, "name", 400},

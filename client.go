@@ -291,22 +291,14 @@ func (c *client) transportError(ctx, attemptCtx context.Context, err error, red 
 // request_timeout, as opposed to the caller's deadline.
 var errRequestTimeout = errors.New("request_timeout")
 
-// contextError explains why ctx ended: our own timeout, the caller's
-// deadline, or the caller giving up.
+// contextError explains why ctx ended: our own request_timeout, which is
+// Piwik PRO's failure to answer in time, or the caller's deadline or
+// cancellation, which is the caller's (a callerError).
 func (c *client) contextError(ctx context.Context) error {
-	switch cause := context.Cause(ctx); {
-	case errors.Is(cause, errRequestTimeout):
+	if errors.Is(context.Cause(ctx), errRequestTimeout) {
 		return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("no token from %s within request_timeout %s", c.host, c.timeout)}
-	case errors.Is(cause, context.DeadlineExceeded):
-		return deadlineError(c.host)
 	}
-	return fmt.Errorf("token request to %s canceled: %w", c.host, ctx.Err())
-}
-
-// deadlineError is a timeout of the caller's own deadline, which ended
-// before Piwik PRO at host answered.
-func deadlineError(host string) error {
-	return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("the request's deadline ended before %s issued a token", host)}
+	return callerContextError(ctx, c.host+" issued a token")
 }
 
 // headersTooLarge reports whether err is net/http refusing a reply's

@@ -1,6 +1,7 @@
 package piwik
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -97,23 +98,40 @@ func (e *upstreamError) transient() bool {
 	return false
 }
 
-// failureStatus is the one mapping from a failed token request to the HTTP
-// status Vault answers with, on every path: 429 when Piwik PRO rate limited
-// us (the message says when to retry), 504 when it did not answer in time,
-// 502 for anything else Piwik PRO or the network did. The caller's own bad
-// input is a 400 and never comes through here.
-func failureStatus(err error) int {
-	upErr, ok := asUpstreamError(err)
-	if !ok {
-		return http.StatusInternalServerError
+// callerError is a wait the caller ended: its own context was canceled or
+// reached its deadline (Vault's max_request_duration, or the client's own
+// timeout) before what it waited for happened. It says nothing about Piwik
+// PRO: no gate learns from it and no metric counts it as a failure.
+type callerError struct {
+	// waitingFor is what had not happened yet, e.g. "acme.piwik.pro issued
+	// a token".
+	waitingFor string
+	cause      error // context.DeadlineExceeded or context.Canceled
+}
+
+func (e *callerError) Error() string {
+	if errors.Is(e.cause, context.DeadlineExceeded) {
+		return "the request's deadline (Vault's max_request_duration, or the client's own timeout) ended before " + e.waitingFor
 	}
-	switch upErr.Kind {
-	case kindRateLimited:
-		return http.StatusTooManyRequests
-	case kindTimeout:
-		return http.StatusGatewayTimeout
+	return "the request was canceled before " + e.waitingFor
+}
+
+func (e *callerError) Unwrap() error { return e.cause }
+
+// isCallerError reports whether err is a wait the caller ended.
+func isCallerError(err error) bool {
+	var callerErr *callerError
+	return errors.As(err, &callerErr)
+}
+
+// callerContextError explains why ctx, the caller's context, ended before
+// waitingFor happened.
+func callerContextError(ctx context.Context, waitingFor string) error {
+	cause := context.Canceled
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		cause = context.DeadlineExceeded
 	}
-	return http.StatusBadGateway
+	return &callerError{waitingFor: waitingFor, cause: cause}
 }
 
 // rejectedCredentials reports whether Piwik PRO refused the credentials

@@ -161,3 +161,37 @@ func TestRedactorText_redactsAndBounds(t *testing.T) {
 		t.Errorf("text = %q", got)
 	}
 }
+
+func TestClient_callersDeadlineIsTheCallersAndTeachesTheGateNothing(t *testing.T) {
+	client, piwik := newTestClient(t, 30*time.Second, 3)
+	piwik.SetFault(standin.Fault{Kind: standin.FaultHang})
+	g := newGate(time.Now)
+	for range 3 { // more than failuresBeforeBackoff
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		_, err := client.mint(ctx, testCreds, g)
+		cancel()
+		if _, upstream := asUpstreamError(err); upstream || !isCallerError(err) {
+			t.Fatalf("err = %#v, want the caller's own deadline, not an upstream failure", err)
+		}
+		if !strings.Contains(err.Error(), "the request's deadline") || strings.Contains(err.Error(), "timed out") {
+			t.Errorf("message %q, want it to say the request's deadline ended, not that Piwik PRO timed out", err)
+		}
+		if status := failureStatus(err); status != http.StatusGatewayTimeout {
+			t.Errorf("status %d, want 504", status)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.failures != 0 || !g.until.IsZero() || g.probing {
+		t.Errorf("the gate learned from the caller's deadline: failures=%d until=%v probing=%v", g.failures, g.until, g.probing)
+	}
+}
+
+func TestClient_ownRequestTimeoutIsAnUpstreamTimeout(t *testing.T) {
+	client, piwik := newTestClient(t, 200*time.Millisecond, 0)
+	piwik.SetFault(standin.Fault{Kind: standin.FaultHang})
+	_, err := client.mint(t.Context(), testCreds, nil)
+	if upErr, ok := asUpstreamError(err); !ok || upErr.Kind != kindTimeout {
+		t.Fatalf("err = %v, want an upstream timeout: Piwik PRO did not answer within request_timeout", err)
+	}
+}

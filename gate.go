@@ -48,8 +48,10 @@ type gate struct {
 	until time.Time
 	// last is the failure that opened the window, for fail-fast errors.
 	last *upstreamError
-	// failures counts transient failures in a row.
+	// failures counts transient failures in a row, the latest learned at
+	// failedAt.
 	failures int
+	failedAt time.Time
 	// probing is true from a window until the next success: one request
 	// at a time.
 	probing bool
@@ -76,6 +78,11 @@ func (g *gate) acquire(ctx context.Context) error {
 		return nil
 	}
 	for {
+		// A caller whose context ended would only send a request it can
+		// no longer wait for, and teach the gate a failure of its own.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		g.mu.Lock()
 		if left := g.until.Sub(g.now()); left > 0 {
 			err := g.notSent(left)
@@ -147,14 +154,14 @@ func (g *gate) learn(err error) {
 	case !isUpstream:
 		// The caller gave up: nothing was learned about Piwik PRO.
 	case upErr.Kind == kindRateLimited:
-		g.failures++
+		g.failures, g.failedAt = g.failures+1, g.now()
 		wait := upErr.RetryAfter
 		if wait <= 0 {
 			wait = backoffWindow(g.failures)
 		}
 		g.open(wait, upErr)
 	case upErr.transient():
-		g.failures++
+		g.failures, g.failedAt = g.failures+1, g.now()
 		if g.failures >= failuresBeforeBackoff {
 			g.open(backoffWindow(g.failures), upErr)
 		}
@@ -259,9 +266,11 @@ func (s *gates) pruneIdle(now time.Time) {
 
 // lift ends the windows and the run of failures of the credential key, in
 // place, so that the requests it has in flight still count against its
-// cap: a stored write of that credential, verified a moment ago, is fresher
-// news than an old failure.
-func (s *gates) lift(key string) {
+// cap: a stored write of that credential, verified with a request sent at
+// verified, is fresher news than a failure learned before. A window opened
+// by a failure learned at or after verified stays: it is newer than the
+// verification.
+func (s *gates) lift(key string, verified time.Time) {
 	s.mu.Lock()
 	g := s.m[key]
 	s.mu.Unlock()
@@ -270,6 +279,9 @@ func (s *gates) lift(key string) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if !g.failedAt.IsZero() && !g.failedAt.Before(verified) {
+		return
+	}
 	g.failures, g.probing, g.until, g.last = 0, false, time.Time{}, nil
 	close(g.changed)
 	g.changed = make(chan struct{})

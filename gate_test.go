@@ -278,7 +278,7 @@ func TestStale_neverForRejectedCredentialsOrMintRoles(t *testing.T) {
 func TestStale_notBelowTheFloor(t *testing.T) {
 	cache := newTokenCache()
 	tok := &token{AccessToken: "a.b.c", Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(31 * time.Second)}
-	cache.store("r", cachedToken{fingerprint: "fp", tok: tok}, 0)
+	cache.store("r", cachedToken{fingerprint: "fp", tok: tok}, 0, testNow)
 	if cache.stale("r", "fp", testNow) != tok {
 		t.Errorf("31s left of a 30m token: not served, want served (floor 30s)")
 	}
@@ -289,7 +289,7 @@ func TestStale_notBelowTheFloor(t *testing.T) {
 		t.Errorf("served a token of other credentials")
 	}
 	short := &token{AccessToken: "a.b.c", Lifetime: 20 * time.Second, ExpiresAt: testNow.Add(9 * time.Second)}
-	cache.store("s", cachedToken{fingerprint: "fp", tok: short}, 0)
+	cache.store("s", cachedToken{fingerprint: "fp", tok: short}, 0, testNow)
 	if cache.stale("s", "fp", testNow) != short {
 		t.Errorf("9s left of a 20s token: not served, want served (floor a quarter: 5s)")
 	}
@@ -331,4 +331,40 @@ func TestMint_failureLogsOnceAtWarnWithoutSecrets(t *testing.T) {
 	if n := strings.Count(e.logs.String(), "[WARN]"); n != 1 {
 		t.Errorf("%d warn lines after a read the gate refused, want still 1", n)
 	}
+}
+
+func TestGate_refusesACallerWhoseContextEnded(t *testing.T) {
+	g, _ := newTestGate()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := g.acquire(ctx); err == nil {
+		g.release(nil)
+		t.Fatal("acquire handed a slot to a caller whose context had ended")
+	}
+	if g.inFlight != 0 {
+		t.Errorf("%d in flight after a refused acquire", g.inFlight)
+	}
+}
+
+func TestGate_liftKeepsAWindowNewerThanTheVerification(t *testing.T) {
+	clock := &fakeClock{now: testNow}
+	s := newGates(clock.Now)
+	g := s.get("k")
+	verified := clock.Now() // a write's verification request is sent
+	clock.advance(time.Second)
+	send(t, g, &upstreamError{Kind: kindRateLimited, Status: 429, RetryAfter: 120 * time.Second}) // a reader meets a 429
+	clock.advance(time.Second)
+	s.lift("k", verified) // the write stores
+	if err := g.acquire(context.Background()); err == nil {
+		g.release(nil)
+		t.Fatal("the write lifted a rate-limit window opened after its verification")
+	}
+
+	// A window opened before the verification is lifted.
+	clock.advance(time.Second)
+	s.lift("k", clock.Now())
+	if err := g.acquire(context.Background()); err != nil {
+		t.Fatalf("a window older than the verification stayed: %v", err)
+	}
+	g.release(nil)
 }

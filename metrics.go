@@ -2,8 +2,6 @@ package piwik
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"maps"
 	"slices"
 	"sync"
@@ -28,6 +26,7 @@ type metrics struct {
 	reuseHits        uint64
 	staleServes      uint64
 	upstreamRequests uint64
+	abandoned        uint64
 	failures         map[errorKind]uint64
 	notSent          map[errorKind]uint64
 	latencySum       time.Duration
@@ -47,9 +46,13 @@ func (m *metrics) attempt(a attempt) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.upstreamRequests++
-	if a.Err == nil {
+	switch {
+	case a.Err == nil:
 		m.tokensMinted++
-	} else {
+	case isCallerError(a.Err):
+		// The caller stopped waiting: not a failure of Piwik PRO's.
+		m.abandoned++
+	default:
 		m.failures[failureKind(a.Err)]++
 	}
 	m.latencySum += a.Latency
@@ -84,13 +87,13 @@ func (m *metrics) notSentRequest(kind errorKind) {
 	m.mu.Unlock()
 }
 
-// failureKind names what went wrong; errors that are not the upstream's
-// (the caller gave up) count as "canceled".
+// failureKind names what went wrong: the upstream error's kind, "canceled"
+// for a wait the caller ended, "other" for anything else.
 func failureKind(err error) errorKind {
 	if upErr, ok := asUpstreamError(err); ok {
 		return upErr.Kind
 	}
-	if errors.Is(err, context.Canceled) {
+	if isCallerError(err) {
 		return "canceled"
 	}
 	return "other"
@@ -100,6 +103,7 @@ func failureKind(err error) errorKind {
 type reading struct {
 	started                                          time.Time
 	minted, reuseHits, staleServes, requests, failed uint64
+	abandoned                                        uint64
 	failures, notSent                                map[errorKind]uint64
 	latencySum                                       time.Duration
 	sorted                                           []time.Duration // the window, sorted
@@ -111,7 +115,7 @@ func (m *metrics) read() reading {
 	defer m.mu.Unlock()
 	r := reading{
 		started: m.started, minted: m.tokensMinted, reuseHits: m.reuseHits, staleServes: m.staleServes,
-		requests: m.upstreamRequests, failures: maps.Clone(m.failures), notSent: maps.Clone(m.notSent),
+		requests: m.upstreamRequests, abandoned: m.abandoned, failures: maps.Clone(m.failures), notSent: maps.Clone(m.notSent),
 		latencySum: m.latencySum, sorted: slices.Clone(m.latencies), inFlightPeak: m.inFlightPeak.Load(),
 	}
 	for _, n := range m.failures {
@@ -142,6 +146,7 @@ func (m *metrics) snapshot() map[string]any {
 		"stale_serves":            r.staleServes,
 		"upstream_requests":       r.requests,
 		"upstream_failures":       r.failed,
+		"requests_abandoned":      r.abandoned,
 		"failures_by_kind":        failures,
 		"requests_not_sent":       notSentTotal,
 		"upstream_in_flight_peak": r.inFlightPeak,
@@ -187,6 +192,7 @@ func (m *metrics) prometheus(mount string) ([]byte, error) {
 		counter("piwik_reuse_hits_total", "Reads served from the token cache of a token_reuse role.", r.reuseHits),
 		counter("piwik_stale_serves_total", "Reads served a still-valid cached token because a new one could not be had.", r.staleServes),
 		counter("piwik_upstream_requests_total", "Requests sent to Piwik PRO, retries included.", r.requests),
+		counter("piwik_requests_abandoned_total", "Requests to Piwik PRO whose caller stopped waiting (its deadline or cancellation): not failures of Piwik PRO's.", r.abandoned),
 		byKind("piwik_upstream_failures_total", "Requests to Piwik PRO that failed, by kind.", r.failures),
 		byKind("piwik_requests_not_sent_total", "Token requests refused without a request, inside a rate-limit or backoff window, by the kind of failure that opened it.", r.notSent),
 		{
@@ -223,7 +229,7 @@ func (m *metrics) prometheus(mount string) ([]byte, error) {
 // allKinds are the failure kinds a counter by kind always reports.
 var allKinds = []errorKind{
 	kindUnreachable, kindTLS, kindTimeout, kindRedirect, kindCredentials, kindNoLicense,
-	kindRateLimited, kindServer, kindUnexpected, kindBadReply, "canceled", "other",
+	kindRateLimited, kindServer, kindUnexpected, kindBadReply, "other",
 }
 
 // withEveryKind returns counts with a 0 for every kind it lacks.

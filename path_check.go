@@ -3,16 +3,17 @@ package piwik
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 )
 
 // checkParallelism bounds how many token requests one check makes at once,
@@ -38,8 +39,8 @@ func pathCheck(b *backend) []*framework.Path {
 						Description: "OK",
 						Fields: map[string]*framework.FieldSchema{
 							"ok":     {Type: framework.TypeBool, Description: "True when every check passed."},
-							"config": {Type: framework.TypeMap, Description: `Result for the config's credentials: "ok", and "error" when it failed.`},
-							"roles":  {Type: framework.TypeMap, Description: `Result per role: "ok", "credentials" ("role" or "config"), and "error" when it failed.`},
+							"config": {Type: framework.TypeMap, Description: `Result for the config's credentials: "ok", "checked_at" (when Piwik PRO was asked), and "error" and "status" when it failed.`},
+							"roles":  {Type: framework.TypeMap, Description: `Result per role: "ok", "checked_at", "credentials" ("role" or "config"), and "error" and "status" when it failed.`},
 						},
 					}},
 				},
@@ -51,27 +52,25 @@ func pathCheck(b *backend) []*framework.Path {
 }
 
 // checkResult is the outcome of checking one credential, without the
-// token.
+// token, and when it was taken.
 type checkResult struct {
 	err error
+	at  time.Time
 }
 
 // status is the HTTP status the failure maps to; 200 when there was none.
 func (r checkResult) status() int {
-	var binding *bindingError
-	switch {
-	case r.err == nil:
+	if r.err == nil {
 		return http.StatusOK
-	case errors.As(r.err, &binding):
-		return http.StatusConflict
-	case isCorrupt(r.err):
-		return http.StatusInternalServerError
 	}
 	return failureStatus(r.err)
 }
 
 func (r checkResult) render(extra map[string]any) map[string]any {
 	out := map[string]any{"ok": r.err == nil}
+	if !r.at.IsZero() {
+		out["checked_at"] = r.at.UTC().Format(time.RFC3339)
+	}
 	if r.err != nil {
 		out["error"] = r.err.Error()
 		out["status"] = r.status()
@@ -82,10 +81,87 @@ func (r checkResult) render(extra map[string]any) map[string]any {
 	return out
 }
 
+// checkInterval is how long the result of checking one credential is
+// answered again instead of asking Piwik PRO anew: monitoring that polls
+// piwik/check costs at most one token request per credential per
+// checkInterval on each node, however often it polls.
+const checkInterval = time.Minute
+
+// checkMemory remembers, per credential fingerprint, the last result of
+// checking it on this node. Config and role writes, and a rejection of the
+// credential on any path, drop it, so that a check right after rotating or
+// deleting a credential is live. Concurrent checks of one credential share
+// one request.
+type checkMemory struct {
+	now     func() time.Time
+	mu      sync.Mutex
+	results map[string]checkResult
+	flight  singleflight.Group
+}
+
+func newCheckMemory(now func() time.Time) *checkMemory {
+	return &checkMemory{now: now, results: make(map[string]checkResult)}
+}
+
+// check returns the remembered result for fingerprint while it is younger
+// than checkInterval, else runs mint and remembers what it gave. A mint
+// that sent no request (a rate-limit or backoff window) or that the caller
+// abandoned is not remembered: it says nothing new about the credential.
+func (m *checkMemory) check(ctx context.Context, fingerprint string, mint func(context.Context) error) checkResult {
+	if r, ok := m.recent(fingerprint); ok {
+		return r
+	}
+	ch := m.flight.DoChan(fingerprint, func() (any, error) {
+		if r, ok := m.recent(fingerprint); ok {
+			return r, nil
+		}
+		err := mint(context.WithoutCancel(ctx))
+		r := checkResult{err: err, at: m.now()}
+		if upErr, ok := asUpstreamError(err); !isCallerError(err) && !(ok && upErr.NotSent) {
+			m.mu.Lock()
+			m.results[fingerprint] = r
+			m.mu.Unlock()
+		}
+		return r, nil
+	})
+	select {
+	case res := <-ch:
+		return res.Val.(checkResult)
+	case <-ctx.Done():
+		return checkResult{err: callerContextError(ctx, "the check's token request finished"), at: m.now()}
+	}
+}
+
+// recent returns the remembered result for fingerprint if it is younger
+// than checkInterval.
+func (m *checkMemory) recent(fingerprint string) (checkResult, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.results[fingerprint]
+	if !ok || m.now().Sub(r.at) >= checkInterval {
+		return checkResult{}, false
+	}
+	return r, true
+}
+
+// forget drops the remembered result for fingerprint.
+func (m *checkMemory) forget(fingerprint string) {
+	m.mu.Lock()
+	delete(m.results, fingerprint)
+	m.mu.Unlock()
+}
+
+// forgetAll drops every remembered result.
+func (m *checkMemory) forgetAll() {
+	m.mu.Lock()
+	clear(m.results)
+	m.mu.Unlock()
+}
+
 func (b *backend) pathCheckRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	acct, err := b.account(ctx, req.Storage)
 	if err != nil {
-		return nil, storageFailure(err)
+		return nil, failureError(err)
 	}
 	if acct == nil {
 		return logical.ErrorResponse("Piwik PRO is not configured: write piwik/config first"), nil
@@ -155,10 +231,11 @@ type roleCheck struct {
 	source string // "role" or "config"
 }
 
-// runChecks mints one token with the config's credentials and one with
-// each role's own credentials, a few at a time, and throws the tokens away.
-// A role that does not decode, or whose secret was given for another url,
-// is reported as failed without any request; the others are still checked.
+// runChecks checks the config's credentials and each role's own, a few at
+// a time, through the check memory: each credential costs at most one
+// token request per checkInterval, and the tokens are thrown away. A role
+// that does not decode, or whose secret was given for another url, is
+// reported as failed without any request; the others are still checked.
 func (b *backend) runChecks(ctx context.Context, s logical.Storage, acct *account, names []string) (checkResult, map[string]roleCheck) {
 	var (
 		mu           sync.Mutex
@@ -172,19 +249,25 @@ func (b *backend) runChecks(ctx context.Context, s logical.Storage, acct *accoun
 		defer mu.Unlock()
 		roleResults[name] = r
 	}
+	checkCredential := func(role string, creds credentials) checkResult {
+		return b.checks.check(ctx, acct.fingerprint(creds), func(ctx context.Context) error {
+			_, err := b.mint(ctx, acct, role, creds)
+			return err
+		})
+	}
 	group.SetLimit(checkParallelism)
 	group.Go(func() error {
-		_, err := b.mint(ctx, acct, "(config)", acct.config.credentials())
+		r := checkCredential(configRole, acct.config.credentials())
 		mu.Lock()
 		defer mu.Unlock()
-		configResult = checkResult{err: err}
+		configResult = r
 		return nil
 	})
 	for _, name := range names {
 		role, err := b.role(ctx, s, name)
 		switch {
 		case err != nil:
-			record(name, roleCheck{checkResult{err}, "role"})
+			record(name, roleCheck{checkResult{err: err}, "role"})
 			continue
 		case role == nil: // deleted meanwhile
 			continue
@@ -194,12 +277,11 @@ func (b *backend) runChecks(ctx context.Context, s logical.Storage, acct *accoun
 		}
 		creds, err := acct.credentialsFor(name, role)
 		if err != nil {
-			record(name, roleCheck{checkResult{err}, "role"})
+			record(name, roleCheck{checkResult{err: err}, "role"})
 			continue
 		}
 		group.Go(func() error {
-			_, err := b.mint(ctx, acct, name, creds)
-			record(name, roleCheck{checkResult{err}, "role"})
+			record(name, roleCheck{checkCredential(name, creds), "role"})
 			return nil
 		})
 	}
@@ -212,14 +294,22 @@ func (b *backend) runChecks(ctx context.Context, s logical.Storage, acct *accoun
 
 const pathCheckHelpSyn = `Check that Piwik PRO issues tokens right now.`
 
-const pathCheckHelpDesc = `
-Mints one token with the config's credentials and one with each role's own
-credentials, and reports for each whether Piwik PRO issued it, or the error
-it gave. The tokens are discarded, never returned. Roles without their own
-credentials report the config's result; a role whose stored entry does not
-decode, or whose secret was given for another url, is reported without a
-request. When anything fails the answer is not a 200 but the failures'
-status (429, 502, 504, 409 or 500; 502 when they differ), with the same
-report in the body, so that a probe which only looks at the status sees it.
-Use it after rotating a credential in Piwik PRO, or from monitoring.
-`
+var pathCheckHelpDesc = fmt.Sprintf(`
+Checks that Piwik PRO issues a token with the config's credentials and with
+each role's own credentials, and reports for each whether it did, or the
+error it gave, and when it was asked (checked_at). The tokens are discarded,
+never returned. Roles without their own credentials report the config's
+result; a role whose stored entry does not decode, or whose secret was given
+for another url, is reported without a request.
+
+This is the health probe for monitoring: each credential costs at most one
+token request per %s on each node, however often the check is called;
+within that time the last result is answered again, with its checked_at. A
+config or role write, and a rejection of a credential on any read, make the
+next check ask Piwik PRO anew, so that a check right after rotating or
+deleting a credential is live.
+
+When anything fails the answer is not a 200 but the failures' status (429,
+502, 504, 409 or 500; 502 when they differ), with the same report in the
+body, so that a probe which only looks at the status sees it.
+`, checkInterval)

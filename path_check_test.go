@@ -1,10 +1,12 @@
 package piwik
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -30,9 +32,10 @@ func TestCheck_reportsEachCredentialWithoutTokens(t *testing.T) {
 		t.Errorf("check response contains something JWT-shaped")
 	}
 
-	// The role's credential is deleted in Piwik PRO: the check says which,
-	// with a status a probe sees.
+	// The role's credential is deleted in Piwik PRO, and a minute later the
+	// check says which, with a status a probe sees.
 	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
+	e.passCheckInterval()
 	status, report := e.check()
 	roles = report["roles"].(map[string]any)
 	failed := roles["reporting"].(map[string]any)
@@ -66,6 +69,112 @@ func (e *env) check() (int, map[string]any) {
 		e.t.Fatalf("check: raw body is not a Vault response: %v", err)
 	}
 	return resp.Data[logical.HTTPStatusCode].(int), body.Data
+}
+
+// passCheckInterval moves the check memory's clock past checkInterval, so
+// that the next check asks Piwik PRO.
+func (e *env) passCheckInterval() {
+	e.t.Helper()
+	e.b.checks.mu.Lock()
+	defer e.b.checks.mu.Unlock()
+	for fp, r := range e.b.checks.results {
+		r.at = r.at.Add(-checkInterval)
+		e.b.checks.results[fp] = r
+	}
+}
+
+func TestCheck_costsOneRequestPerCredentialPerInterval(t *testing.T) {
+	e := newEnvWithRole(t, "reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	e.mustDo(logical.CreateOperation, "roles/plain", nil)
+	clock := &fakeClock{now: time.Now()}
+	e.b.checks.now = clock.Now
+
+	before := e.piwik.TokenRequests()
+	_, first := e.check()
+	if got := e.piwik.TokenRequests() - before; got != 2 {
+		t.Fatalf("the first check made %d token requests, want 2 (the config's and the role's credential)", got)
+	}
+	checkedAt := first["config"].(map[string]any)["checked_at"]
+	for range 4 {
+		clock.advance(10 * time.Second)
+		before = e.piwik.TokenRequests()
+		status, report := e.check()
+		if got := e.piwik.TokenRequests() - before; got != 0 || status != http.StatusOK {
+			t.Fatalf("a check within a minute made %d token requests (status %d), want 0", got, status)
+		}
+		if got := report["config"].(map[string]any)["checked_at"]; got != checkedAt {
+			t.Errorf("checked_at %v within the minute, want the first check's %v", got, checkedAt)
+		}
+	}
+	clock.advance(20 * time.Second) // a minute after the first check
+	before = e.piwik.TokenRequests()
+	e.check()
+	if got := e.piwik.TokenRequests() - before; got != 2 {
+		t.Errorf("a check a minute later made %d token requests, want 2", got)
+	}
+}
+
+func TestCheck_isLiveAfterAWriteOrARejectedRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		act  func(e *env)
+	}{
+		{"config write", func(e *env) { e.writeConfig(map[string]any{"max_retries": 2}) }},
+		{"role write", func(e *env) { e.mustDo(logical.UpdateOperation, "roles/plain", map[string]any{"ttl": 60}) }},
+		{"a read meets the rejection", func(e *env) {
+			if status, _ := statusOf(e.do(logical.ReadOperation, "creds/reporting", nil)); status != http.StatusBadGateway {
+				e.t.Fatalf("read of the deleted credential: %d, want 502", status)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvWithRole(t, "reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+			e.mustDo(logical.CreateOperation, "roles/plain", nil)
+			if status, _ := e.check(); status != http.StatusOK {
+				t.Fatalf("first check: %d", status)
+			}
+			e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
+			if status, _ := e.check(); status != http.StatusOK {
+				t.Fatalf("a check within the minute asked Piwik PRO anew (status %d): the test proves nothing", status)
+			}
+			tc.act(e)
+			if status, report := e.check(); status != http.StatusBadGateway {
+				t.Errorf("check after a %s: %d %v, want the rejection's 502", tc.name, status, report)
+			}
+		})
+	}
+}
+
+func TestCheck_pastTheCallersDeadlineTeachesTheGateNothing(t *testing.T) {
+	h := newHold()
+	e := newEnvWithRole(t, "plain", nil, withHold(h))
+	before := e.piwik.TokenRequests()
+	h.hold(testClientID)
+	for range 2 {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		resp, err := e.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "check", Storage: e.storage})
+		cancel()
+		text := responseText(t, resp, err)
+		if strings.Contains(text, "timed out") || !strings.Contains(text, "the request's deadline") {
+			t.Errorf("check past its deadline says: %s", text)
+		}
+	}
+	if n := h.waitingFor(testClientID); n != 1 {
+		t.Errorf("%d token requests held, want the one both checks share", n)
+	}
+	h.release(testClientID)
+	waitUntil(t, "the shared request is answered", func() bool { return e.piwik.TokenRequests() == before+1 })
+	if status, report := e.check(); status != http.StatusOK {
+		t.Errorf("check after two checks ran past their deadline: %d %v, want 200", status, report)
+	}
+	// No backoff: a read goes to Piwik PRO at once.
+	e.mustDo(logical.ReadOperation, "creds/plain", nil)
+	if got := e.piwik.TokenRequests() - before; got != 2 {
+		t.Errorf("%d token requests, want 2 (the checks' shared one and the read's)", got)
+	}
+	if snap := e.b.metrics.snapshot(); snap["upstream_failures"] != uint64(0) {
+		t.Errorf("metrics count the caller's deadline as a failure of Piwik PRO's: %v", snap)
+	}
 }
 
 func TestMetrics_countRequestsAndFailures(t *testing.T) {

@@ -229,8 +229,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse("ca_cert: " + err.Error()), nil
 	}
 	defer acct.client.close()
+	var verified time.Time
 	if cfg.VerifyCredentials {
-		if err := b.verify(ctx, acct, "(config)", cfg.credentials()); err != nil {
+		if verified, err = b.verify(ctx, acct, configRole, cfg.credentials()); err != nil {
 			return verifyFailure("verify_credentials: Piwik PRO did not issue a token with these settings, nothing was stored", err)
 		}
 	}
@@ -245,24 +246,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	b.resetConfig()
 	if cfg.VerifyCredentials {
 		// Verified a moment ago: fresher news than an earlier failure.
-		b.gates.lift(gateKey(acct, cfg.credentials()))
+		b.gates.lift(gateKey(acct, cfg.credentials()), verified)
 	}
 	return nil, nil
-}
-
-// verifyFailure answers a write whose credentials could not be verified:
-// 400 when Piwik PRO rejected them (the caller's own bad input), else the
-// status of the upstream failure, so that a 429 or a timeout is retried
-// by clients instead of read as bad input.
-func verifyFailure(prefix string, err error) (*logical.Response, error) {
-	msg := prefix + ": " + err.Error()
-	if upErr, ok := asUpstreamError(err); ok && upErr.Kind == kindCredentials {
-		return logical.ErrorResponse(msg), nil
-	}
-	if _, ok := asUpstreamError(err); !ok {
-		return nil, err
-	}
-	return nil, logical.CodedError(failureStatus(err), msg)
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -300,17 +286,16 @@ func (c *piwikConfig) update(d *framework.FieldData, stored *piwikConfig) error 
 
 	id, idSet := d.GetOk("client_id")
 	secret, secretSet := d.GetOk("client_secret")
+	var err error
 	if idSet {
-		if err := validateCredentialField("client_id", id.(string)); err != nil {
+		if c.ClientID, err = credentialField("client_id", id.(string)); err != nil {
 			return err
 		}
-		c.ClientID = id.(string)
 	}
 	if secretSet {
-		if err := validateCredentialField("client_secret", secret.(string)); err != nil {
+		if c.ClientSecret, err = credentialField("client_secret", secret.(string)); err != nil {
 			return err
 		}
-		c.ClientSecret = secret.(string)
 	}
 	if stored == nil && (c.ClientID == "" || c.ClientSecret == "") {
 		return errors.New("client_id and client_secret: both required")
@@ -324,9 +309,10 @@ func (c *piwikConfig) update(d *framework.FieldData, stored *piwikConfig) error 
 		}
 	}
 
-	if raw, ok := d.GetOk("request_timeout"); ok {
-		timeout := time.Duration(raw.(int)) * time.Second
-		if timeout <= 0 || timeout > maxRequestTimeout {
+	if timeout, ok, err := secondsField(d, "request_timeout", maxRequestTimeout); err != nil {
+		return err
+	} else if ok {
+		if timeout <= 0 {
 			return fmt.Errorf("request_timeout: must be between 1s and %s", maxRequestTimeout)
 		}
 		c.RequestTimeout = timeout

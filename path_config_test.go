@@ -1,6 +1,7 @@
 package piwik
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -198,3 +199,34 @@ func isStatus(err error, status int) bool {
 }
 
 var _ http.Handler = (*standin.Server)(nil)
+
+func TestConfig_secretFromAFileWithATrailingNewline(t *testing.T) {
+	e := newEnv(t)
+	for _, newline := range []string{"\n", "\r\n"} {
+		e.mustDo(logical.UpdateOperation, "config", map[string]any{
+			"url": e.server.URL, "client_id": testClientID + newline, "client_secret": testClientSecret + newline,
+		})
+		if got := e.mustDo(logical.ReadOperation, "config", nil).Data["client_id"]; got != testClientID {
+			t.Errorf("%q: client_id stored as %q, want it without the newline", newline, got)
+		}
+		var stored piwikConfig
+		entry, _ := e.storage.Get(t.Context(), configStoragePath)
+		if err := entry.DecodeJSON(&stored); err != nil || stored.ClientSecret != testClientSecret {
+			t.Errorf("%q: the stored secret kept the newline", newline)
+		}
+	}
+}
+
+func TestConfig_requestTimeoutIsStoredAsGiven(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	for _, tc := range []struct {
+		given any
+		want  int64
+	}{{"2", 2}, {"2s", 2}, {2, 2}, {json.Number("30"), 30}, {"1m", 60}} {
+		e.mustDo(logical.PatchOperation, "config", map[string]any{"request_timeout": tc.given})
+		if got := e.mustDo(logical.ReadOperation, "config", nil).Data["request_timeout"]; got != tc.want {
+			t.Errorf("request_timeout %#v stored as %v, want %d", tc.given, got, tc.want)
+		}
+	}
+}

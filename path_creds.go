@@ -2,7 +2,6 @@ package piwik
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -57,14 +56,14 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	name := d.Get("name").(string)
 	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
-		return nil, storageFailure(err)
+		return nil, failureError(err)
 	}
 	if role == nil {
 		return logical.ErrorResponse(fmt.Sprintf("unknown role %q: write piwik/roles/%s first", name, name)), nil
 	}
 	acct, err := b.account(ctx, req.Storage)
 	if err != nil {
-		return nil, storageFailure(err)
+		return nil, failureError(err)
 	}
 	if acct == nil {
 		return logical.ErrorResponse("Piwik PRO is not configured: write piwik/config first"), nil
@@ -72,7 +71,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 
 	tok, warnings, err := b.issue(ctx, name, role, acct)
 	if err != nil {
-		return nil, issueFailure(err)
+		return nil, failureError(err)
 	}
 	mountMax := b.mountMaxTTL()
 	if role.Unleased {
@@ -130,8 +129,6 @@ func (b *backend) issue(ctx context.Context, name string, role *piwikRole, acct 
 			b.metrics.reuseHit()
 		}
 		return tok, nil, nil
-	case rejectedCredentials(err):
-		b.tokens.forget(name)
 	case upstream && upErr.transient():
 		if cached := b.tokens.stale(name, fingerprint, time.Now()); cached != nil {
 			b.metrics.staleServe()
@@ -140,29 +137,6 @@ func (b *backend) issue(ctx context.Context, name string, role *piwikRole, acct 
 		}
 	}
 	return nil, nil, err
-}
-
-// issueFailure maps a failed issue to the status Vault answers with: 409
-// for a role whose secret was given for another url, the upstream mapping
-// for a failed mint.
-func issueFailure(err error) error {
-	var binding *bindingError
-	if errors.As(err, &binding) {
-		return logical.CodedError(http.StatusConflict, err.Error())
-	}
-	if _, ok := asUpstreamError(err); ok {
-		return logical.CodedError(failureStatus(err), err.Error())
-	}
-	return err
-}
-
-// storageFailure reports a stored entry that does not decode as a 500 that
-// says how to repair it; other storage errors pass unchanged.
-func storageFailure(err error) error {
-	if isCorrupt(err) {
-		return logical.CodedError(http.StatusInternalServerError, err.Error())
-	}
-	return err
 }
 
 // leaseTTL is the lease for tok at now: what is left of the token's life,

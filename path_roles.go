@@ -269,10 +269,10 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	var acct *account
+	var bound roleBinding
 	if secretGiven {
 		var resp *logical.Response
-		if acct, resp, err = b.bindRoleCredentials(ctx, req.Storage, name, role); resp != nil || err != nil {
+		if bound, resp, err = b.bindRoleCredentials(ctx, req.Storage, name, role); resp != nil || err != nil {
 			return resp, err
 		}
 	}
@@ -285,9 +285,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	b.resetRole(name)
-	if acct != nil && acct.config.VerifyCredentials {
+	if !bound.verified.IsZero() {
 		// Verified a moment ago: fresher news than an earlier failure.
-		b.gates.lift(gateKey(acct, role.credentials()))
+		b.gates.lift(gateKey(bound.acct, role.credentials()), bound.verified)
 	}
 	return nil, nil
 }
@@ -309,11 +309,9 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 // reports whether a client_secret was given, which then must be verified
 // and bound to the config.
 func (r *piwikRole) update(d *framework.FieldData) (secretGiven bool, err error) {
-	if raw, ok := d.GetOk("ttl"); ok {
-		ttl := time.Duration(raw.(int)) * time.Second
-		if ttl < 0 || ttl > maxTokenLifetime {
-			return false, fmt.Errorf("ttl: must be between 0 and %s", maxTokenLifetime)
-		}
+	if ttl, ok, err := secondsField(d, "ttl", maxTokenLifetime); err != nil {
+		return false, err
+	} else if ok {
 		r.TTL = ttl
 	}
 	if raw, ok := d.GetOk("token_reuse"); ok {
@@ -322,11 +320,9 @@ func (r *piwikRole) update(d *framework.FieldData) (secretGiven bool, err error)
 	if raw, ok := d.GetOk("leased"); ok {
 		r.Unleased = !raw.(bool)
 	}
-	if raw, ok := d.GetOk("reuse_min_remaining"); ok {
-		floor := time.Duration(raw.(int)) * time.Second
-		if floor < 0 || floor > maxTokenLifetime {
-			return false, fmt.Errorf("reuse_min_remaining: must be between 0 and %s", maxTokenLifetime)
-		}
+	if floor, ok, err := secondsField(d, "reuse_min_remaining", maxTokenLifetime); err != nil {
+		return false, err
+	} else if ok {
 		r.ReuseMinRemaining = floor
 	}
 	return r.updateCredentials(d)
@@ -343,6 +339,11 @@ func (r *piwikRole) updateCredentials(d *framework.FieldData) (secretGiven bool,
 	rawSecret, secretSet := d.GetOk("client_secret")
 	id, _ := rawID.(string)
 	secret, _ := rawSecret.(string)
+	if idSet && id != "" {
+		if id, err = credentialField("client_id", id); err != nil {
+			return false, err
+		}
+	}
 	switch {
 	case !idSet && !secretSet:
 		return false, nil
@@ -358,41 +359,45 @@ func (r *piwikRole) updateCredentials(d *framework.FieldData) (secretGiven bool,
 		return false, errors.New("client_secret: required when client_id changes")
 	}
 	if idSet {
-		if err := validateCredentialField("client_id", id); err != nil {
-			return false, err
-		}
 		r.ClientID = id
 	}
 	if !secretSet {
 		return false, nil
 	}
-	if err := validateCredentialField("client_secret", secret); err != nil {
+	if r.ClientSecret, err = credentialField("client_secret", secret); err != nil {
 		return false, err
 	}
-	r.ClientSecret = secret
 	return true, nil
+}
+
+// roleBinding is the account a role's new secret was bound to, and when
+// its verification request was sent (zero when the config turned
+// verification off).
+type roleBinding struct {
+	acct     *account
+	verified time.Time
 }
 
 // bindRoleCredentials binds the role's newly given secret to the config's
 // url and CA trust, after minting one token with it there unless the config
-// turned verification off, and returns the account it was bound to. A
-// non-nil response or error refuses the write.
-func (b *backend) bindRoleCredentials(ctx context.Context, s logical.Storage, name string, role *piwikRole) (*account, *logical.Response, error) {
+// turned verification off. A non-nil response or error refuses the write.
+func (b *backend) bindRoleCredentials(ctx context.Context, s logical.Storage, name string, role *piwikRole) (roleBinding, *logical.Response, error) {
 	acct, err := b.account(ctx, s)
 	if err != nil {
-		return nil, nil, err
+		return roleBinding{}, nil, err
 	}
 	if acct == nil {
-		return nil, logical.ErrorResponse("client_secret: a role's credentials are verified against and bound to piwik/config, which is not written yet"), nil
+		return roleBinding{}, logical.ErrorResponse("client_secret: a role's credentials are verified against and bound to piwik/config, which is not written yet"), nil
 	}
+	bound := roleBinding{acct: acct}
 	if acct.config.VerifyCredentials {
-		if err := b.verify(ctx, acct, name, role.credentials()); err != nil {
+		if bound.verified, err = b.verify(ctx, acct, name, role.credentials()); err != nil {
 			resp, err := verifyFailure("client_id, client_secret: Piwik PRO did not issue a token with these credentials, nothing was stored", err)
-			return nil, resp, err
+			return roleBinding{}, resp, err
 		}
 	}
 	role.CredentialsURL, role.CredentialsCA = acct.config.URL, acct.caSum
-	return acct, nil, nil
+	return bound, nil, nil
 }
 
 // getRole reads a role from storage; nil when it does not exist.

@@ -1,6 +1,7 @@
 package piwik
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -74,5 +75,40 @@ func TestRoles_emptyCredentialsGoBackToConfig(t *testing.T) {
 	resp := e.mustDo(logical.ReadOperation, "roles/r", nil)
 	if resp.Data["own_credentials"] != false {
 		t.Errorf("role kept its credentials after clearing them")
+	}
+}
+
+func TestRoles_durationsAreStoredAsGiven(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	for _, tc := range []struct {
+		given any
+		want  int64
+	}{
+		{"90", 90}, {"90s", 90}, {90, 90}, {json.Number("90"), 90}, {90.0, 90},
+		{"10m", 600}, {"1h30m", 5400}, {"2d", 172800}, {"0", 0}, {0, 0},
+	} {
+		e.mustDo(logical.UpdateOperation, "roles/r", map[string]any{"ttl": tc.given, "reuse_min_remaining": tc.given})
+		data := e.mustDo(logical.ReadOperation, "roles/r", nil).Data
+		if data["ttl"] != tc.want || data["reuse_min_remaining"] != tc.want {
+			t.Errorf("ttl and reuse_min_remaining %#v stored as %v and %v, want %d", tc.given, data["ttl"], data["reuse_min_remaining"], tc.want)
+		}
+	}
+}
+
+func TestRoles_secretFromAFileWithATrailingNewline(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	for _, newline := range []string{"\n", "\r\n"} {
+		e.mustDo(logical.UpdateOperation, "roles/own", map[string]any{"client_id": roleClientID + newline, "client_secret": roleClientSecret + newline})
+		resp := e.mustDo(logical.ReadOperation, "creds/own", nil)
+		if resp.Data["aud"] != "Client-Name-"+roleClientID {
+			t.Errorf("%q: token for %v, want the role's credential", newline, resp.Data["aud"])
+		}
+		if got := e.mustDo(logical.ReadOperation, "roles/own", nil).Data["client_id"]; got != roleClientID {
+			t.Errorf("%q: client_id stored as %q, want it without the newline", newline, got)
+		}
+		// client_id given again from the same file is no change.
+		e.mustDo(logical.PatchOperation, "roles/own", map[string]any{"client_id": roleClientID + newline})
 	}
 }

@@ -45,8 +45,8 @@ type token struct {
 	// Lifetime is how long the token was valid when the request was sent:
 	// ExpiresAt minus that moment.
 	Lifetime time.Duration
-	// ExpCut is true when the JWT's exp ends the token noticeably before
-	// expires_in would.
+	// ExpCut is true when the JWT's claims (exp, or exp - iat) end the
+	// token noticeably before expires_in would.
 	ExpCut bool
 	// Claims are read from the JWT without verifying its signature: Piwik
 	// PRO publishes no key, and they only describe the token, they grant
@@ -110,21 +110,46 @@ func parseTokenReply(contentType string, body []byte, sent, received time.Time, 
 		AccessToken: reply.AccessToken,
 		TokenType:   "Bearer",
 		ExpiresIn:   expiresIn,
-		ExpiresAt:   sent.Add(expiresIn),
 		Claims:      claims,
 	}
-	if exp := tok.Claims.Expiry; !exp.IsZero() {
-		if !exp.After(received) {
-			return nil, bad("the token's exp (%s) has already passed; check the clocks of Vault and Piwik PRO", exp.Format(time.RFC3339))
-		}
-		if exp.Before(tok.ExpiresAt) {
-			tok.ExpCut = tok.ExpiresAt.Sub(exp) > expSlack
-			tok.ExpiresAt = exp
-		}
+	tok.ExpiresAt, err = deadline(sent, received, expiresIn, claims)
+	if err != nil {
+		return nil, bad("%s", err)
 	}
+	tok.ExpCut = sent.Add(expiresIn).Sub(tok.ExpiresAt) > expSlack
 	tok.Lifetime = tok.ExpiresAt.Sub(sent)
 	tok.ExpiresAt = tok.ExpiresAt.UTC()
 	return tok, nil
+}
+
+// deadline is when a token stops working, on Vault's clock, taken so that
+// a clock of Piwik PRO's that runs ahead or behind can only shorten it: the
+// earliest of sent + expires_in, the JWT's exp, and, when iat is there too,
+// sent + (exp - iat), the lifetime the token itself states measured from
+// when the request left.
+func deadline(sent, received time.Time, expiresIn time.Duration, c claims) (time.Time, error) {
+	at := sent.Add(expiresIn)
+	if c.Expiry.IsZero() {
+		return at, nil
+	}
+	if !c.Expiry.After(received) {
+		return time.Time{}, fmt.Errorf("the token's exp (%s) has already passed; check the clocks of Vault and Piwik PRO", c.Expiry.Format(time.RFC3339))
+	}
+	at = minTime(at, c.Expiry)
+	if !c.IssuedAt.IsZero() {
+		if !c.Expiry.After(c.IssuedAt) {
+			return time.Time{}, errors.New("the token's exp is not after its iat")
+		}
+		at = minTime(at, sent.Add(c.Expiry.Sub(c.IssuedAt)))
+	}
+	return at, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // checkJWTShape makes sure a token can be pasted into an Authorization
@@ -172,67 +197,83 @@ func parseExpiresIn(n json.Number, red redactor) (time.Duration, error) {
 	return time.Duration(math.Floor(secs)) * time.Second, nil
 }
 
-// readClaims reads a JWT's claims without verifying it. exp comes straight
-// from the payload, whatever the header's alg or the other claims hold, so
-// that the deadline never depends on the token parsing as a whole; an exp
-// that is there but not a usable number is an error. The descriptive
-// claims (sub, org, aud, iat) are read with go-jose and left out when the
-// token does not parse: the signature is opaque to us and they only
-// decorate the reply.
+// readClaims reads a JWT's claims without verifying it. exp and iat come
+// straight from the payload, whatever the header's alg or the other claims
+// hold, so that the deadline never depends on the token parsing as a
+// whole; an exp that is there but not a usable number is an error, an iat
+// that is not is left out. The descriptive claims (sub, org, aud) are read
+// with go-jose and left out when the token does not parse: the signature
+// is opaque to us and they only decorate the reply.
 func readClaims(raw string) (claims, error) {
-	expiry, err := payloadExpiry(raw)
+	times, err := payloadTimes(raw)
 	if err != nil {
 		return claims{}, err
 	}
-	c := claims{Expiry: expiry}
+	c := claims{Expiry: times.exp, IssuedAt: times.iat}
 	parsed, err := jwt.ParseSigned(raw, jwtAlgorithms)
 	if err != nil {
 		return c, nil
 	}
-	// iat is read as a plain number rather than jwt.NumericDate, so that a
-	// fraction is cut, never rounded up.
 	var payload struct {
 		Sub string       `json:"sub"`
 		Org string       `json:"org"`
 		Aud jwt.Audience `json:"aud"`
-		Iat float64      `json:"iat"`
 	}
 	if err := parsed.UnsafeClaimsWithoutVerification(&payload); err != nil {
 		return c, nil
 	}
 	c.Subject, c.Org, c.Audience = payload.Sub, payload.Org, nonEmpty(payload.Aud)
-	c.IssuedAt = unixTime(payload.Iat)
 	return c, nil
 }
 
-// payloadExpiry returns the exp claim of a JWT's payload (base64url, padded
-// or not), the zero time when the payload is not a JSON object or has no
-// exp, and an error when exp is there but not a plausible NumericDate.
-func payloadExpiry(raw string) (time.Time, error) {
+// jwtTimes are the exp and iat claims of a JWT's payload; zero when absent.
+type jwtTimes struct {
+	exp, iat time.Time
+}
+
+// payloadTimes returns the exp and iat claims of a JWT's payload
+// (base64url, padded or not), zero times when the payload is not a JSON
+// object or lacks them, and an error when exp is there but not a plausible
+// NumericDate. Fractions are cut, never rounded up.
+func payloadTimes(raw string) (jwtTimes, error) {
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
-		return time.Time{}, nil
+		return jwtTimes{}, nil
 	}
 	segment := strings.TrimRight(parts[1], "=")
 	payload, err := base64.RawURLEncoding.DecodeString(segment)
 	if err != nil {
 		if payload, err = base64.RawStdEncoding.DecodeString(segment); err != nil {
-			return time.Time{}, nil
+			return jwtTimes{}, nil
 		}
 	}
 	var fields struct {
 		Exp json.RawMessage `json:"exp"`
+		Iat json.RawMessage `json:"iat"`
 	}
-	if json.Unmarshal(payload, &fields) != nil || fields.Exp == nil || string(fields.Exp) == "null" {
+	if json.Unmarshal(payload, &fields) != nil {
+		return jwtTimes{}, nil
+	}
+	var times jwtTimes
+	times.iat, _ = numericDate(fields.Iat)
+	if times.exp, err = numericDate(fields.Exp); err != nil {
+		return jwtTimes{}, fmt.Errorf("has an exp claim that %s", err)
+	}
+	return times, nil
+}
+
+// numericDate reads a JWT NumericDate; the zero time when absent or null.
+func numericDate(field json.RawMessage) (time.Time, error) {
+	if field == nil || string(field) == "null" {
 		return time.Time{}, nil
 	}
 	var n json.Number
-	if err := json.Unmarshal(fields.Exp, &n); err != nil {
-		return time.Time{}, errors.New("has an exp claim that is not a number")
+	if err := json.Unmarshal(field, &n); err != nil {
+		return time.Time{}, errors.New("is not a number")
 	}
 	secs, err := n.Float64()
 	if err != nil || secs <= 0 || secs > 1<<40 {
-		return time.Time{}, errors.New("has an exp claim that is not a plausible time")
+		return time.Time{}, errors.New("is not a plausible time")
 	}
 	return time.Unix(int64(math.Floor(secs)), 0).UTC(), nil
 }
@@ -246,13 +287,4 @@ func nonEmpty(values []string) []string {
 		}
 	}
 	return out
-}
-
-// unixTime converts a NumericDate, cutting fractions; absent or
-// out-of-range values give the zero time.
-func unixTime(secs float64) time.Time {
-	if !(secs > 0 && secs <= 1<<40) {
-		return time.Time{}
-	}
-	return time.Unix(int64(secs), 0).UTC()
 }

@@ -2,7 +2,6 @@ package piwik
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,10 +19,17 @@ import (
 type tokenCache struct {
 	mu     sync.Mutex
 	tokens map[string]cachedToken
-	// gen counts drops. A mint started before a drop neither fills the
-	// cache nor is joined by reads that start after it.
-	gen    uint64
-	flight singleflight.Group
+	// gens holds a generation per role, bumped whenever that role's token
+	// is demoted or forgotten: a mint started before neither fills the
+	// cache nor is joined by reads that start after. Generations are per
+	// role, so that dropping one role's token never voids another's mint.
+	gens map[string]uint64
+	// rejected holds, per fingerprint, when Piwik PRO last rejected that
+	// credential (401 invalid_client or 402). While it is there, no token
+	// of the credential is cached or served stale, on any role; a mint
+	// with it that was sent after the rejection and succeeded removes it.
+	rejected map[string]time.Time
+	flight   singleflight.Group
 }
 
 // cachedToken is a token and the fingerprint of the credentials and
@@ -37,7 +43,11 @@ type cachedToken struct {
 }
 
 func newTokenCache() *tokenCache {
-	return &tokenCache{tokens: make(map[string]cachedToken)}
+	return &tokenCache{
+		tokens:   make(map[string]cachedToken),
+		gens:     make(map[string]uint64),
+		rejected: make(map[string]time.Time),
+	}
 }
 
 // get returns the role's cached token when it was minted with fingerprint
@@ -64,12 +74,15 @@ func staleFloor(tok *token) time.Duration {
 // stale returns the role's cached token minted with fingerprint, whatever
 // reuse_min_remaining says, while it has at least staleFloor of its life
 // left at now: what a read can still be given when Piwik PRO cannot issue a
-// new token.
+// new token. Never for a credential Piwik PRO rejected since.
 func (c *tokenCache) stale(role, fingerprint string, now time.Time) *token {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cached, ok := c.tokens[role]
 	if !ok || cached.fingerprint != fingerprint || cached.tok.ExpiresAt.Sub(now) < max(staleFloor(cached.tok), time.Second) {
+		return nil
+	}
+	if _, rejected := c.rejected[fingerprint]; rejected {
 		return nil
 	}
 	return cached.tok
@@ -96,7 +109,10 @@ func (c *tokenCache) fetch(ctx context.Context, role, fingerprint string, minRem
 	}
 
 	c.mu.Lock()
-	gen := c.gen
+	gen, known := c.gens[role]
+	if !known {
+		c.gens[role] = 0 // so that demoteAll reaches this mint
+	}
 	c.mu.Unlock()
 	key := role + "\x00" + fingerprint + "\x00" + strconv.FormatUint(gen, 10)
 
@@ -108,13 +124,14 @@ func (c *tokenCache) fetch(ctx context.Context, role, fingerprint string, minRem
 			return tok, nil
 		}
 		minted.Store(true)
+		sent := time.Now()
 		// The mint outlives any one caller: others may be waiting on it.
 		// The client bounds it with request_timeout.
 		tok, err := mint(context.WithoutCancel(ctx))
 		if err != nil {
 			return nil, err
 		}
-		c.store(role, cachedToken{fingerprint: fingerprint, tok: tok}, gen)
+		c.store(role, cachedToken{fingerprint: fingerprint, tok: tok}, gen, sent)
 		return tok, nil
 	})
 	select {
@@ -124,28 +141,31 @@ func (c *tokenCache) fetch(ctx context.Context, role, fingerprint string, minRem
 		}
 		return res.Val.(*token), minted.Load(), nil
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, false, &upstreamError{Kind: kindTimeout, Detail: "the request's deadline ended before the shared token request finished"}
-		}
-		return nil, false, ctx.Err()
+		return nil, false, callerContextError(ctx, "the shared token request finished")
 	}
 }
 
-// store caches a token for role unless the cache was dropped since gen.
-func (c *tokenCache) store(role string, cached cachedToken, gen uint64) {
+// store caches a token for role minted with a request sent at sent, unless
+// the role's token was dropped since gen or Piwik PRO rejected the
+// credential after the request was sent.
+func (c *tokenCache) store(role string, cached cachedToken, gen uint64, sent time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen == gen {
-		c.tokens[role] = cached
+	if c.gens[role] != gen {
+		return
 	}
+	if at, rejected := c.rejected[cached.fingerprint]; rejected && !at.Before(sent) {
+		return
+	}
+	c.tokens[role] = cached
 }
 
 // demote makes the next read of role mint a fresh token; the cached one is
-// kept for stale. Mints already in flight do not fill the cache.
+// kept for stale. Mints of role already in flight do not fill the cache.
 func (c *tokenCache) demote(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
+	c.gens[role]++
 	if cached, ok := c.tokens[role]; ok {
 		cached.demoted = true
 		c.tokens[role] = cached
@@ -156,18 +176,46 @@ func (c *tokenCache) demote(role string) {
 func (c *tokenCache) demoteAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
+	for role := range c.gens {
+		c.gens[role]++
+	}
 	for role, cached := range c.tokens {
 		cached.demoted = true
 		c.tokens[role] = cached
 	}
 }
 
-// forget drops role's token altogether: the role is gone, or Piwik PRO
-// rejected the credential that minted it.
+// forget drops role's token altogether: the role is gone.
 func (c *tokenCache) forget(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gen++
+	c.gens[role]++
 	delete(c.tokens, role)
+}
+
+// reject records that Piwik PRO rejected the credential fingerprint at
+// at: every role's token minted with it is dropped, and none is cached or
+// served stale until a mint with it, sent after at, succeeds.
+func (c *tokenCache) reject(fingerprint string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev, ok := c.rejected[fingerprint]; !ok || at.After(prev) {
+		c.rejected[fingerprint] = at
+	}
+	for role, cached := range c.tokens {
+		if cached.fingerprint == fingerprint {
+			delete(c.tokens, role)
+		}
+	}
+}
+
+// accept records that Piwik PRO issued a token for the credential
+// fingerprint with a request sent at sent: a rejection recorded before
+// that no longer holds.
+func (c *tokenCache) accept(fingerprint string, sent time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if at, ok := c.rejected[fingerprint]; ok && at.Before(sent) {
+		delete(c.rejected, fingerprint)
+	}
 }

@@ -188,3 +188,44 @@ func TestLeaseTTL(t *testing.T) {
 		})
 	}
 }
+
+func TestParseTokenReply_remoteClockSkewOnlyShortensTheToken(t *testing.T) {
+	sent := testNow
+	for _, tc := range []struct {
+		name     string
+		skew     time.Duration // Piwik PRO's clock minus Vault's
+		claims   func(iat int64) map[string]any
+		expires  int
+		want     time.Duration
+		wantsCut bool
+	}{
+		{"clocks agree", 0, func(iat int64) map[string]any { return map[string]any{"iat": iat, "exp": iat + 1800} }, 1800, 1800 * time.Second, false},
+		{"Piwik PRO 2 minutes ahead, exp cuts expires_in", 2 * time.Minute, func(iat int64) map[string]any { return map[string]any{"iat": iat, "exp": iat + 600} }, 1800, 600 * time.Second, true},
+		{"Piwik PRO 2 minutes behind, exp cuts expires_in", -2 * time.Minute, func(iat int64) map[string]any { return map[string]any{"iat": iat, "exp": iat + 600} }, 1800, 480 * time.Second, true},
+		{"Piwik PRO 2 minutes ahead, no iat", 2 * time.Minute, func(iat int64) map[string]any { return map[string]any{"exp": iat + 600} }, 1800, 720 * time.Second, true},
+		{"Piwik PRO 2 minutes ahead, exp past expires_in", 2 * time.Minute, func(iat int64) map[string]any { return map[string]any{"iat": iat, "exp": iat + 1800} }, 1800, 1800 * time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			iat := sent.Add(tc.skew).Unix()
+			body := reply("Bearer", tc.expires, testJWT(tc.claims(iat)))
+			tok, err := parseTokenReply("application/json", []byte(body), sent, sent, redactor{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.Lifetime != tc.want || !tok.ExpiresAt.Equal(sent.Add(tc.want)) {
+				t.Errorf("lifetime %s (until %s), want %s", tok.Lifetime, tok.ExpiresAt, tc.want)
+			}
+			if tok.ExpCut != tc.wantsCut {
+				t.Errorf("ExpCut = %v, want %v", tok.ExpCut, tc.wantsCut)
+			}
+		})
+	}
+}
+
+func TestParseTokenReply_expNotAfterIatIsRefused(t *testing.T) {
+	iat := testNow.Unix()
+	body := reply("Bearer", 1800, testJWT(map[string]any{"iat": iat + 3600, "exp": iat + 1800}))
+	if _, err := parseTokenReply("application/json", []byte(body), testNow, testNow, redactor{}); err == nil {
+		t.Error("a token whose exp is before its iat was accepted")
+	}
+}
