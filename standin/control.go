@@ -14,7 +14,7 @@ import (
 
 // The control endpoints, under /_standin/, let a test in another process
 // reconfigure a running stand-in (POST fault, lifetime, credentials,
-// schedule) and read what it recorded (GET stats, schedule, clients,
+// schedule, clock) and read what it recorded (GET stats, schedule, clients,
 // issued). The POSTs take JSON bodies (whatever the Content-Type, so that a
 // bare curl -d works) and reject unknown fields.
 const (
@@ -25,6 +25,7 @@ const (
 	controlSchedule    = controlPrefix + "schedule"
 	controlClients     = controlPrefix + "clients"
 	controlIssued      = controlPrefix + "issued"
+	controlClock       = controlPrefix + "clock"
 )
 
 // faultRequest is the body of POST /_standin/fault. Count > 0 arms the fault
@@ -53,6 +54,11 @@ type phaseRequest struct {
 	DurationMS int          `json:"duration_ms"`
 	Fault      faultRequest `json:"fault"`
 	Revoke     []string     `json:"revoke"`
+}
+
+// clockRequest is the body of POST /_standin/clock.
+type clockRequest struct {
+	SkewSeconds int `json:"skew_seconds"`
 }
 
 // lifetimeRequest is the body of POST /_standin/lifetime.
@@ -120,6 +126,8 @@ func (s *Server) controlUpdate(path string) func(*http.Request) error {
 		return s.controlCredentials
 	case controlSchedule:
 		return s.controlSchedule
+	case controlClock:
+		return s.controlClock
 	}
 	return nil
 }
@@ -249,6 +257,16 @@ func (s *Server) controlLifetime(r *http.Request) error {
 		return errors.New("seconds must be positive")
 	}
 	s.SetLifetime(time.Duration(req.Seconds) * time.Second)
+	return nil
+}
+
+// controlClock serves POST /_standin/clock.
+func (s *Server) controlClock(r *http.Request) error {
+	var req clockRequest
+	if err := decodeStrict(r.Body, &req); err != nil {
+		return err
+	}
+	s.SetClockSkew(time.Duration(req.SkewSeconds) * time.Second)
 	return nil
 }
 

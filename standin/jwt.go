@@ -100,7 +100,8 @@ func (s *Server) verify(token string) (claims, bool) {
 	if err != nil || json.Unmarshal(payload, &cl) != nil {
 		return cl, false
 	}
-	return cl, s.now().Before(time.Unix(cl.Exp, 0))
+	now, _ := s.tokenClock()
+	return cl, now.Before(time.Unix(cl.Exp, 0))
 }
 
 // withDefaults fills in the optional fields of c.

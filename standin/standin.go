@@ -86,6 +86,7 @@ type Server struct {
 	mu        sync.Mutex
 	creds     map[string]Credential
 	lifetime  time.Duration
+	skew      time.Duration // how far the stand-in's token clock runs ahead
 	fault     Fault // for every request, set by SetFault
 	next      Fault // for the next nextCount requests, set by FailNext
 	nextCount int
@@ -174,6 +175,25 @@ func (s *Server) SetLifetime(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lifetime = d.Truncate(time.Second)
+}
+
+// SetClockSkew makes the clock the stand-in issues and checks tokens by run
+// d ahead of the real one (behind for a negative d), as a Piwik PRO whose
+// clock is off would: iat and exp of the tokens issued from now on are
+// shifted by d, and so is the moment /me checks exp against.
+func (s *Server) SetClockSkew(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.skew = d.Truncate(time.Second)
+}
+
+// tokenClock returns the time on the stand-in's token clock, and how far
+// it runs ahead of the real one.
+func (s *Server) tokenClock() (time.Time, time.Duration) {
+	s.mu.Lock()
+	skew := s.skew
+	s.mu.Unlock()
+	return s.now().Add(skew), skew
 }
 
 // SetFault makes every later /auth/token request get f; Fault{} clears it.

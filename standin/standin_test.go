@@ -1365,3 +1365,19 @@ func TestControlSchedule(t *testing.T) {
 		}
 	}
 }
+
+func TestSetClockSkewShiftsIatAndExpAndTheValidityCheck(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	s, ts := newTest(t, Options{Now: func() time.Time { return now }, Lifetime: 600 * time.Second})
+	s.SetClockSkew(2 * time.Minute)
+	_, body := getToken(t, ts)
+	tr := decodeReply(t, body)
+	cl := parseJWT(t, tr.AccessToken)
+	if cl.Iat != now.Unix()+120 || cl.Exp != now.Unix()+720 || tr.ExpiresIn != 600 {
+		t.Errorf("iat %d, exp %d, expires_in %d; want iat and exp 120s ahead of the real clock, expires_in 600", cl.Iat-now.Unix(), cl.Exp-now.Unix(), tr.ExpiresIn)
+	}
+	now = now.Add(700 * time.Second) // 20s before exp on the real clock, 100s past it on Piwik PRO's
+	if s.TokenValid(tr.AccessToken) {
+		t.Errorf("a token past exp on the stand-in's clock is still valid")
+	}
+}

@@ -202,7 +202,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		complete = rp.send(tw) == nil
 	}
 	if complete && rp.exp != 0 {
-		tr.issued(s.now(), time.Unix(rp.exp, 0))
+		_, skew := s.tokenClock()
+		tr.issued(s.now(), time.Unix(rp.exp, 0).Add(-skew))
 	}
 }
 
@@ -277,7 +278,8 @@ func (s *Server) authenticate(clientID, secret string) (Credential, time.Duratio
 // issue mints a token for c and returns the 200 reply carrying it, altered
 // by fault kind k where k is one of the reply-shaping faults.
 func (s *Server) issue(c Credential, lifetime time.Duration, k FaultKind) reply {
-	cl := s.newClaims(c, s.now(), lifetime)
+	issuedAt, _ := s.tokenClock()
+	cl := s.newClaims(c, issuedAt, lifetime)
 	out := tokenReply{TokenType: "Bearer", ExpiresIn: seconds(lifetime)}
 	switch k {
 	case FaultZeroExpiry:
