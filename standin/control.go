@@ -38,6 +38,7 @@ type faultRequest struct {
 	Status     int       `json:"status"`
 	Location   string    `json:"location"`
 	Echo       string    `json:"echo"`
+	ClientIDs  []string  `json:"client_ids"`
 }
 
 // scheduleRequest is the body of POST /_standin/schedule: the phases of a
@@ -188,6 +189,7 @@ func (req faultRequest) fault() (Fault, error) {
 		Status:     req.Status,
 		Location:   req.Location,
 		Echo:       req.Echo,
+		ClientIDs:  req.ClientIDs,
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package standin
 
 import (
+	"slices"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -142,6 +143,14 @@ type Fault struct {
 	Location string
 	// Echo is how FaultEcho echoes the secret (EchoBody, EchoRaw, ...).
 	Echo string
+	// ClientIDs, when not empty, limits the fault to the token requests
+	// of these client ids; the others are served as if it were not set.
+	ClientIDs []string
+}
+
+// appliesTo reports whether f is meant for a token request of clientID.
+func (f Fault) appliesTo(clientID string) bool {
+	return len(f.ClientIDs) == 0 || slices.Contains(f.ClientIDs, clientID)
 }
 
 const (

@@ -254,17 +254,19 @@ func (s *Server) Close() {
 // nextFault picks the fault for one token request and counts FailNext
 // down: FailNext's, else the fault of the phase run the request arrived in
 // (sr, when a schedule runs), else SetFault's.
-func (s *Server) nextFault(sr *scheduledRun, phase Fault) Fault {
+func (s *Server) nextFault(sr *scheduledRun, phase Fault, clientID string) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.nextCount > 0:
+	case s.nextCount > 0 && s.next.appliesTo(clientID):
 		s.nextCount--
 		return s.next
 	case sr != nil:
 		return phase
+	case s.fault.appliesTo(clientID):
+		return s.fault
 	}
-	return s.fault
+	return Fault{}
 }
 
 // lookup returns the credential for clientID and the current lifetime, and

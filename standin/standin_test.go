@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -879,7 +880,7 @@ func TestControlFaultDelay(t *testing.T) {
 		t.Fatalf("status %d: %s", status, body)
 	}
 	want := Fault{Kind: FaultSlow, Delay: 250 * time.Millisecond}
-	if s.next != want || s.nextCount != 3 {
+	if !reflect.DeepEqual(s.next, want) || s.nextCount != 3 {
 		t.Errorf("armed %+v x%d, want %+v x3", s.next, s.nextCount, want)
 	}
 }
@@ -1379,5 +1380,22 @@ func TestSetClockSkewShiftsIatAndExpAndTheValidityCheck(t *testing.T) {
 	now = now.Add(700 * time.Second) // 20s before exp on the real clock, 100s past it on Piwik PRO's
 	if s.TokenValid(tr.AccessToken) {
 		t.Errorf("a token past exp on the stand-in's clock is still valid")
+	}
+}
+
+func TestFaultForSomeClientIDsLeavesTheOthersAlone(t *testing.T) {
+	_, ts := newTest(t, Options{Credentials: []Credential{{ClientID: "other", ClientSecret: "other-secret"}}})
+	if status, body := control(t, ts, "POST", "/_standin/fault", `{"kind":"unavailable","count":1,"client_ids":["`+testID+`"]}`); status != 204 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	for _, tc := range []struct {
+		id, secret string
+		want       int
+	}{{"other", "other-secret", 200}, {testID, testSecret, 503}, {testID, testSecret, 200}} {
+		resp, err := post(t, nil, ts, "/auth/token", "application/json", jsonCreds("client_credentials", tc.id, tc.secret))
+		mustReply(t, resp, err)
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: status %d, want %d", tc.id, resp.StatusCode, tc.want)
+		}
 	}
 }

@@ -177,7 +177,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.countInPhase(run, req.ClientID, outcome)
 	}()
 
-	f := s.nextFault(run, phaseFault)
+	f := s.nextFault(run, phaseFault, req.ClientID)
 	switch f.Kind {
 	case FaultSlow:
 		if !s.pause(r.Context(), f.delay()) {
