@@ -70,27 +70,37 @@ func withHold(h *hold) envOption {
 // tells when one is being held.
 type hold struct {
 	mu      sync.Mutex
-	held    map[string]chan struct{} // by client id; closed on release
+	held    map[string]*holding // by client id
 	waiting map[string]int
 }
 
-func newHold() *hold {
-	return &hold{held: make(map[string]chan struct{}), waiting: make(map[string]int)}
+// holding is one client id's hold: the next count requests (all of them
+// when count < 0) wait until release is closed.
+type holding struct {
+	release chan struct{}
+	count   int
 }
 
-// hold makes the token requests of clientID wait from now on.
-func (h *hold) hold(clientID string) {
+func newHold() *hold {
+	return &hold{held: make(map[string]*holding), waiting: make(map[string]int)}
+}
+
+// hold makes every token request of clientID wait from now on.
+func (h *hold) hold(clientID string) { h.holdNext(clientID, -1) }
+
+// holdNext makes the next n token requests of clientID wait.
+func (h *hold) holdNext(clientID string, n int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.held[clientID] = make(chan struct{})
+	h.held[clientID] = &holding{release: make(chan struct{}), count: n}
 }
 
 // release lets the held requests of clientID, and later ones, through.
 func (h *hold) release(clientID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if ch, ok := h.held[clientID]; ok {
-		close(ch)
+	if hd, ok := h.held[clientID]; ok {
+		close(hd.release)
 		delete(h.held, clientID)
 	}
 }
@@ -102,6 +112,21 @@ func (h *hold) waitingFor(clientID string) int {
 	return h.waiting[clientID]
 }
 
+// take returns the channel a request of clientID waits on, nil for none.
+func (h *hold) take(clientID string) chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hd := h.held[clientID]
+	if hd == nil || hd.count == 0 {
+		return nil
+	}
+	if hd.count > 0 {
+		hd.count--
+	}
+	h.waiting[clientID]++
+	return hd.release
+}
+
 func (h *hold) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -110,15 +135,9 @@ func (h *hold) wrap(next http.Handler) http.Handler {
 			ClientID string `json:"client_id"`
 		}
 		_ = json.Unmarshal(body, &req)
-		h.mu.Lock()
-		ch := h.held[req.ClientID]
-		if ch != nil {
-			h.waiting[req.ClientID]++
-		}
-		h.mu.Unlock()
-		if ch != nil {
+		if release := h.take(req.ClientID); release != nil {
 			select {
-			case <-ch:
+			case <-release:
 			case <-r.Context().Done():
 			}
 			h.mu.Lock()

@@ -368,3 +368,33 @@ func TestGate_liftKeepsAWindowNewerThanTheVerification(t *testing.T) {
 	}
 	g.release(nil)
 }
+
+func TestGate_aStoredWriteKeepsARateLimitMetDuringItsVerification(t *testing.T) {
+	h := newHold()
+	e := newEnvWithRole(t, "r", nil, withHold(h))
+	// The config write's verification is held at Piwik PRO while a reader
+	// meets a 429 asking for two minutes of quiet.
+	h.holdNext(testClientID, 1)
+	written := make(chan error, 1)
+	go func() {
+		_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.UpdateOperation, Path: "config",
+			Data: map[string]any{"max_retries": 0, "client_secret": testClientSecret}, Storage: e.storage})
+		written <- err
+	}()
+	waitUntil(t, "the verification is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	e.piwik.FailNext(1, standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 120})
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/r", nil)); status != http.StatusTooManyRequests {
+		t.Fatalf("reader during the verification: %d, want the 429", status)
+	}
+	h.release(testClientID)
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+	before := e.piwik.TokenRequests()
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/r", nil)); status != http.StatusTooManyRequests {
+		t.Errorf("read after the write: %d, want 429 without a request: the window is newer than the write's verification", status)
+	}
+	if got := e.piwik.TokenRequests() - before; got != 0 {
+		t.Errorf("%d token requests inside the window Piwik PRO asked for, want 0", got)
+	}
+}

@@ -21,6 +21,7 @@ type checkReport struct {
 
 type checkResult struct {
 	OK          bool   `json:"ok"`
+	CheckedAt   string `json:"checked_at"`
 	Credentials string `json:"credentials"` // roles only: "role" or "config"
 	Error       string `json:"error"`
 	Status      int    `json:"status"` // failures only: the status they map to
@@ -63,6 +64,13 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	rememberSecret(t, "new client secret of the check-analyst credential", replaced["client_secret"])
 	st.control(t, "credentials", replaced)
 	hidden = append(hidden, replaced["client_secret"])
+
+	// Within the minute the check answers its last result; a read that
+	// meets the rejection makes the next check live.
+	readCheck(t, v, mount, hidden, http.StatusOK)
+	if r := v.run(t, v.token, "", "read", mount+"/creds/analyst"); r.exitCode == 0 {
+		t.Fatalf("read of the dropped analyst credential succeeded")
+	}
 
 	// A probe that only looks at the status sees the failure: 502.
 	report = readCheck(t, v, mount, hidden, http.StatusBadGateway)
@@ -158,4 +166,41 @@ func requireRoleResult(t *testing.T, report checkReport, role string, ok bool, s
 		t.Errorf("check: role %q is not ok but has no error", role)
 	}
 	return r
+}
+
+// TestCheckCostsOneRequestPerCredentialPerMinute pins that monitoring may
+// poll piwik/check as often as it likes: after the first check, four more
+// within the minute make no token request and answer the first result
+// with its checked_at; a config write makes the next check live.
+func TestCheckCostsOneRequestPerCredentialPerMinute(t *testing.T) {
+	env := sharedDev(t)
+	v := env.vault
+	const mount = "piwik-check-memory"
+	st := env.privateMount(t, mount)
+	hidden := []string{st.clientSecret}
+
+	before := st.stats(t).TokenRequests
+	first := readCheck(t, v, mount, hidden, http.StatusOK)
+	if got := st.stats(t).TokenRequests - before; got != 1 {
+		t.Fatalf("the first check made %d token requests, want 1", got)
+	}
+	if _, err := time.Parse(time.RFC3339, first.Data.Config.CheckedAt); err != nil {
+		t.Fatalf("checked_at %q: %v", first.Data.Config.CheckedAt, err)
+	}
+	before = st.stats(t).TokenRequests
+	for range 4 {
+		report := readCheck(t, v, mount, hidden, http.StatusOK)
+		if report.Data.Config.CheckedAt != first.Data.Config.CheckedAt {
+			t.Errorf("checked_at %s within the minute, want the first check's %s", report.Data.Config.CheckedAt, first.Data.Config.CheckedAt)
+		}
+	}
+	if got := st.stats(t).TokenRequests - before; got != 0 {
+		t.Errorf("four checks within a minute made %d token requests, want 0", got)
+	}
+	v.vault(t, "write", mount+"/config", "max_retries=2")
+	before = st.stats(t).TokenRequests
+	readCheck(t, v, mount, hidden, http.StatusOK)
+	if got := st.stats(t).TokenRequests - before; got != 1 {
+		t.Errorf("a check after a config write made %d token requests, want 1", got)
+	}
 }
