@@ -1,12 +1,12 @@
 package standin
 
 import (
-	"slices"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"

@@ -87,8 +87,8 @@ type Server struct {
 	creds     map[string]Credential
 	lifetime  time.Duration
 	skew      time.Duration // how far the stand-in's token clock runs ahead
-	fault     Fault // for every request, set by SetFault
-	next      Fault // for the next nextCount requests, set by FailNext
+	fault     Fault         // for every request, set by SetFault
+	next      Fault         // for the next nextCount requests, set by FailNext
 	nextCount int
 	sched     *runningSchedule // set by SetSchedule
 
