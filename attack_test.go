@@ -219,7 +219,9 @@ func TestAttack_reuseNeverServesATokenOfReplacedCredentials(t *testing.T) {
 	paused := &pausingStorage{Storage: e.storage}
 	e.storage = paused
 
-	// A reader reads the role (admin credentials) and stalls there.
+	// A reader reads the role (admin credentials) from storage and stalls
+	// there.
+	e.b.resetRole("shared")
 	paused.arm("roles/shared")
 	done := make(chan *logical.Response)
 	go func() {

@@ -38,6 +38,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
+	b.storage = conf.StorageView
 	return b, nil
 }
 
@@ -61,12 +62,29 @@ type backend struct {
 	acct      *account
 	roles     map[string]*piwikRole
 
-	// tokens holds the tokens of roles with token_reuse; gates pace the
-	// requests of each credential.
-	tokens  *tokenCache
-	gates   *gates
-	checks  *checkMemory
-	metrics *metrics
+	// tokens holds the tokens of roles with token_reuse, which storage
+	// keeps too (token_store.go): tokenLocks serialize storing and
+	// dropping one role's token, refreshing marks the roles a background
+	// refresh is under way for, tidied when stored tokens were tidied.
+	// gates pace the requests of each credential.
+	tokens     *tokenCache
+	tokenLocks []*locksutil.LockEntry
+	refreshing roleSet
+	tidied     tidySchedule
+	gates      *gates
+	checks     *checkMemory
+	metrics    *metrics
+
+	// storage is the mount's storage, for the work done outside a request
+	// (background refreshes).
+	storage logical.Storage
+	// background is the context of that work; Clean cancels it and waits
+	// for the work to end.
+	background     context.Context
+	stopBackground context.CancelFunc
+	backgroundWork sync.WaitGroup
+	// now is the clock of the token reuse rules.
+	now func() time.Time
 
 	// maxTTL caches the mount's max lease TTL; see mountMaxTTL.
 	maxTTL atomic.Pointer[maxTTLReading]
@@ -112,12 +130,15 @@ func (b *backend) mountMaxTTL() time.Duration {
 
 func newBackend() *backend {
 	b := &backend{
-		roleLocks: locksutil.CreateLocks(),
-		roles:     make(map[string]*piwikRole),
-		tokens:    newTokenCache(),
-		gates:     newGates(time.Now),
-		checks:    newCheckMemory(time.Now),
+		roleLocks:  locksutil.CreateLocks(),
+		roles:      make(map[string]*piwikRole),
+		tokens:     newTokenCache(),
+		tokenLocks: locksutil.CreateLocks(),
+		gates:      newGates(time.Now),
+		checks:     newCheckMemory(time.Now),
+		now:        time.Now,
 	}
+	b.background, b.stopBackground = context.WithCancel(context.Background())
 	b.metrics = newMetrics(&b.gates.peak)
 	configPaths, rolePaths := pathConfig(b), pathRoles(b)
 	b.configFields = configPaths[0].Fields
@@ -126,7 +147,8 @@ func newBackend() *backend {
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configStoragePath, roleStoragePrefix},
+			SealWrapStorage: []string{configStoragePath, roleStoragePrefix, tokenStoragePrefix},
+			LocalStorage:    []string{tokenStoragePrefix},
 		},
 		Paths: framework.PathAppend(
 			configPaths,
@@ -134,11 +156,13 @@ func newBackend() *backend {
 			pathCreds(b),
 			pathCheck(b),
 			pathMetrics(b),
+			pathTokens(b),
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
 		InitializeFunc: b.initialize,
 		Invalidate:     b.invalidate,
 		Clean:          b.clean,
+		PeriodicFunc:   b.periodic,
 		RunningVersion: runningVersion(),
 	}
 	return b
@@ -164,18 +188,35 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.resetConfig()
 	case strings.HasPrefix(key, roleStoragePrefix):
 		b.resetRole(strings.TrimPrefix(key, roleStoragePrefix))
+	case strings.HasPrefix(key, tokenStoragePrefix):
+		// The active node stored or dropped the role's token: read it
+		// again on the next read.
+		b.tokens.unload(strings.TrimPrefix(key, tokenStoragePrefix))
 	}
 }
 
-// clean releases the HTTP client's connections when the mount goes away.
+// clean stops the background work and releases the HTTP client's
+// connections when the mount goes away or the plugin stops.
 func (b *backend) clean(context.Context) {
+	b.stopBackground()
+	b.backgroundWork.Wait()
 	b.resetConfig()
 }
 
+// goBackground runs work in a goroutine of its own with the background
+// context, which Clean cancels and waits for.
+func (b *backend) goBackground(work func(context.Context)) {
+	b.backgroundWork.Add(1)
+	go func() {
+		defer b.backgroundWork.Done()
+		work(b.background)
+	}()
+}
+
 // resetConfig drops the cached account and its HTTP client, derived from
-// the old config, and demotes every cached token: the next read mints a
-// fresh one, and the old one is served only while Piwik PRO cannot issue
-// a new one and only if the credentials that minted it did not change.
+// the old config. Cached tokens stay: each is handed out only to readers
+// whose role and config resolve to the credentials that minted it, and a
+// config write that changed those drops them (dropMismatchedTokens).
 func (b *backend) resetConfig() {
 	b.cacheLock.Lock()
 	defer b.cacheLock.Unlock()
@@ -184,17 +225,16 @@ func (b *backend) resetConfig() {
 		b.acct.client.close()
 	}
 	b.acct = nil
-	b.tokens.demoteAll()
 	b.checks.forgetAll()
 }
 
-// resetRole drops one role's cached definition and demotes its token.
+// resetRole drops one role's cached definition; its token stays, as for
+// resetConfig.
 func (b *backend) resetRole(name string) {
 	b.cacheLock.Lock()
 	defer b.cacheLock.Unlock()
 	b.gen++
 	delete(b.roles, name)
-	b.tokens.demote(name)
 	b.checks.forgetAll()
 }
 
@@ -262,6 +302,7 @@ func (b *backend) newAccount(ctx context.Context, cfg *piwikConfig) (*account, e
 	opts := cfg.clientOptions()
 	opts.UserAgent = b.agent(ctx)
 	opts.OnAttempt = b.observeAttempt
+	opts.Now = b.now
 	c, err := newClient(opts)
 	if err != nil {
 		return nil, err
@@ -300,7 +341,7 @@ func (a *account) fingerprint(creds credentials) string {
 	for _, part := range []string{a.config.URL, a.caSum, creds.ClientID, creds.ClientSecret} {
 		fmt.Fprintf(h, "%d:%s\x00", len(part), part)
 	}
-	return string(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // agent returns the User-Agent sent to Piwik PRO, naming the Vault version
@@ -360,15 +401,16 @@ func (b *backend) verify(ctx context.Context, acct *account, role string, creds 
 // is only counted (and logged at debug level), so that an outage does not
 // flood the log, and so is a mint the caller stopped waiting for.
 func (b *backend) mintThrough(ctx context.Context, acct *account, role string, creds credentials, g *gate) (*token, error) {
-	sent := time.Now()
+	sent := b.now()
 	tok, err := acct.client.mint(withRole(ctx, role), creds, g)
 	if err == nil {
 		b.tokens.accept(acct.fingerprint(creds), sent)
 		return tok, nil
 	}
 	if rejectedCredentials(err) {
-		fingerprint := acct.fingerprint(creds)
-		b.tokens.reject(fingerprint, time.Now())
+		fingerprint, at := acct.fingerprint(creds), b.now()
+		b.tokens.reject(fingerprint, at)
+		b.dropRejected(fingerprint, at)
 		b.checks.forget(fingerprint)
 	}
 	args := []any{"role", role, "kind", failureKind(err), "error", err.Error()}

@@ -41,6 +41,8 @@ type env struct {
 	piwik   *standin.Server
 	server  *httptest.Server
 	logs    *syncBuffer
+	conf    *logical.BackendConfig
+	clock   *fakeClock // nil: the real clock
 
 	mu      sync.Mutex
 	secrets []string // every secret and token seen, for the leak checks
@@ -51,6 +53,28 @@ type envSetup struct {
 	sys *logical.StaticSystemView
 	// wrap, when set, wraps the stand-in's handler.
 	wrap func(http.Handler) http.Handler
+	// storage, when set, is the mount's storage instead of a new one.
+	storage logical.Storage
+	// clock, when set, is the clock of the stand-in and of the backend's
+	// tokens.
+	clock *fakeClock
+}
+
+// withClock makes clock the time of the stand-in (the tokens' iat and
+// exp) and of the backend's token reuse rules, so that a test can move
+// both through a token's life.
+func withClock(clock *fakeClock) envOption {
+	return func(setup *envSetup) { setup.clock = clock }
+}
+
+// newTestClock returns a clock that starts now.
+func newTestClock() *fakeClock {
+	return &fakeClock{now: time.Now()}
+}
+
+// withStorage gives the backend s as its storage.
+func withStorage(s logical.Storage) envOption {
+	return func(setup *envSetup) { setup.storage = s }
 }
 
 type envOption func(*envSetup)
@@ -150,11 +174,6 @@ func (h *hold) wrap(next http.Handler) http.Handler {
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	piwik := standin.New(standin.Options{Credentials: []standin.Credential{
-		{ClientID: testClientID, ClientSecret: testClientSecret, UserID: "0f9b8e1c-admin"},
-		{ClientID: roleClientID, ClientSecret: roleClientSecret, UserID: "7d3a2b10-reporting"},
-	}})
-	e := &env{t: t, piwik: piwik, logs: &syncBuffer{}, secrets: []string{testClientSecret, roleClientSecret}}
 	sys := &logical.StaticSystemView{
 		DefaultLeaseTTLVal: time.Hour,
 		MaxLeaseTTLVal:     24 * time.Hour,
@@ -163,6 +182,15 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	for _, opt := range opts {
 		opt(setup)
 	}
+	standinOpts := standin.Options{Credentials: []standin.Credential{
+		{ClientID: testClientID, ClientSecret: testClientSecret, UserID: "0f9b8e1c-admin"},
+		{ClientID: roleClientID, ClientSecret: roleClientSecret, UserID: "7d3a2b10-reporting"},
+	}}
+	if setup.clock != nil {
+		standinOpts.Now = setup.clock.Now
+	}
+	piwik := standin.New(standinOpts)
+	e := &env{t: t, piwik: piwik, logs: &syncBuffer{}, secrets: []string{testClientSecret, roleClientSecret}, clock: setup.clock}
 	var handler http.Handler = piwik
 	if setup.wrap != nil {
 		handler = setup.wrap(handler)
@@ -170,8 +198,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	server := httptest.NewServer(recordTokens(handler, e.rememberSecret))
 	t.Cleanup(server.Close)
 
-	conf := &logical.BackendConfig{
-		StorageView: &logical.InmemStorage{},
+	storage := setup.storage
+	if storage == nil {
+		storage = &logical.InmemStorage{}
+	}
+	e.conf = &logical.BackendConfig{
+		StorageView: storage,
 		System:      sys,
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name:   "piwik",
@@ -179,13 +211,37 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 			Output: e.logs,
 		}),
 	}
-	raw, err := Factory(context.Background(), conf)
-	if err != nil {
-		t.Fatalf("Factory: %v", err)
-	}
-	e.b, e.storage, e.server = raw.(*backend), conf.StorageView, server
+	e.storage, e.server = storage, server
+	e.start()
 	t.Cleanup(e.assertNoSecretsLogged)
 	return e
+}
+
+// start starts the backend the way Vault does when it mounts the plugin:
+// Factory, then Initialize. Clean stops it when the test ends.
+func (e *env) start() {
+	e.t.Helper()
+	raw, err := Factory(context.Background(), e.conf)
+	if err != nil {
+		e.t.Fatalf("Factory: %v", err)
+	}
+	e.b = raw.(*backend)
+	if e.clock != nil {
+		e.b.now = e.clock.Now
+	}
+	if err := e.b.Initialize(context.Background(), &logical.InitializationRequest{Storage: e.storage}); err != nil {
+		e.t.Fatalf("Initialize: %v", err)
+	}
+	b := e.b
+	e.t.Cleanup(func() { b.Cleanup(context.Background()) })
+}
+
+// restart stops the backend and starts a new one on the same storage, as
+// a plugin reload, a Vault restart or a leader change does.
+func (e *env) restart() {
+	e.t.Helper()
+	e.b.Cleanup(context.Background())
+	e.start()
 }
 
 // newEnvWithRole is newEnv with a working config and one role.
@@ -390,17 +446,14 @@ func TestFactory_reportsRunningVersion(t *testing.T) {
 	}
 }
 
-func TestFactory_sealWrapsConfigAndRoles(t *testing.T) {
+func TestFactory_sealWrapsConfigRolesAndTokensAndKeepsTokensLocal(t *testing.T) {
 	e := newEnv(t)
-	got := e.b.SpecialPaths().SealWrapStorage
-	want := map[string]bool{"config": true, "roles/": true}
-	if len(got) != len(want) {
-		t.Fatalf("SealWrapStorage = %v, want config and roles/", got)
+	paths := e.b.SpecialPaths()
+	if got, want := paths.SealWrapStorage, []string{"config", "roles/", "tokens/"}; !slices.Equal(got, want) {
+		t.Errorf("SealWrapStorage = %v, want %v", got, want)
 	}
-	for _, p := range got {
-		if !want[p] {
-			t.Errorf("unexpected seal-wrapped path %q", p)
-		}
+	if got, want := paths.LocalStorage, []string{"tokens/"}; !slices.Equal(got, want) {
+		t.Errorf("LocalStorage = %v, want %v: tokens are this cluster's cache", got, want)
 	}
 }
 

@@ -71,6 +71,9 @@ type clientOptions struct {
 	// OnAttempt, when set, is called after every HTTP request, retries
 	// included, with the ctx given to mint.
 	OnAttempt func(context.Context, attempt)
+	// Now is the clock a token's send time and deadline are read from;
+	// default time.Now.
+	Now func() time.Time
 }
 
 // attempt describes one HTTP request to the token endpoint.
@@ -97,6 +100,7 @@ type client struct {
 	maxRetries     int
 	userAgent      string
 	onAttempt      func(context.Context, attempt)
+	now            func() time.Time
 	http           *http.Client
 }
 
@@ -105,6 +109,9 @@ func newClient(opts clientOptions) (*client, error) {
 	u, err := url.Parse(opts.BaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse url: %w", err)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	transport := cleanhttp.DefaultPooledTransport()
 	// The pooled default keeps GOMAXPROCS+1 idle connections per host; a
@@ -128,6 +135,7 @@ func newClient(opts clientOptions) (*client, error) {
 		maxRetries:     opts.MaxRetries,
 		userAgent:      opts.UserAgent,
 		onAttempt:      opts.OnAttempt,
+		now:            opts.Now,
 		http: &http.Client{
 			Transport: transport,
 			// The secret is in the body: a 307/308 would re-send it to
@@ -245,7 +253,7 @@ func (c *client) attempt(ctx context.Context, body []byte, red redactor) (*token
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
 
-	sent := time.Now()
+	sent := c.now()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, 0, c.transportError(ctx, attemptCtx, err, red)
@@ -263,7 +271,7 @@ func (c *client) attempt(ctx context.Context, body []byte, red redactor) (*token
 	if resp.StatusCode != http.StatusOK {
 		return nil, resp.StatusCode, statusError(resp, reply, red)
 	}
-	tok, err := parseTokenReply(resp.Header.Get("Content-Type"), reply, sent, time.Now(), red)
+	tok, err := parseTokenReply(resp.Header.Get("Content-Type"), reply, sent, c.now(), red)
 	return tok, resp.StatusCode, err
 }
 

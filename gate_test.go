@@ -276,21 +276,15 @@ func TestStale_neverForRejectedCredentialsOrMintRoles(t *testing.T) {
 }
 
 func TestStale_notBelowTheFloor(t *testing.T) {
-	cache := newTokenCache()
 	tok := &token{AccessToken: "a.b.c", Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(31 * time.Second)}
-	cache.store("r", cachedToken{fingerprint: "fp", tok: tok}, 0, testNow)
-	if cache.stale("r", "fp", testNow) != tok {
+	if !servableStale(tok, testNow) {
 		t.Errorf("31s left of a 30m token: not served, want served (floor 30s)")
 	}
-	if cache.stale("r", "fp", testNow.Add(2*time.Second)) != nil {
+	if servableStale(tok, testNow.Add(2*time.Second)) {
 		t.Errorf("29s left of a 30m token: served, want refused (floor 30s)")
 	}
-	if cache.stale("r", "other", testNow) != nil {
-		t.Errorf("served a token of other credentials")
-	}
 	short := &token{AccessToken: "a.b.c", Lifetime: 20 * time.Second, ExpiresAt: testNow.Add(9 * time.Second)}
-	cache.store("s", cachedToken{fingerprint: "fp", tok: short}, 0, testNow)
-	if cache.stale("s", "fp", testNow) != short {
+	if !servableStale(short, testNow) {
 		t.Errorf("9s left of a 20s token: not served, want served (floor a quarter: 5s)")
 	}
 }

@@ -25,6 +25,8 @@ type metrics struct {
 	tokensMinted     uint64
 	reuseHits        uint64
 	staleServes      uint64
+	tokensLoaded     uint64
+	refreshes        uint64
 	upstreamRequests uint64
 	abandoned        uint64
 	failures         map[errorKind]uint64
@@ -71,6 +73,21 @@ func (m *metrics) reuseHit() {
 	m.mu.Unlock()
 }
 
+// tokenLoaded records a token loaded from storage into this node's cache.
+func (m *metrics) tokenLoaded() {
+	m.mu.Lock()
+	m.tokensLoaded++
+	m.mu.Unlock()
+}
+
+// backgroundRefresh records a background refresh of a token_reuse role's
+// token (refresh-ahead or periodic).
+func (m *metrics) backgroundRefresh() {
+	m.mu.Lock()
+	m.refreshes++
+	m.mu.Unlock()
+}
+
 // staleServe records a read served a cached token because a new one could
 // not be had.
 func (m *metrics) staleServe() {
@@ -103,7 +120,7 @@ func failureKind(err error) errorKind {
 type reading struct {
 	started                                          time.Time
 	minted, reuseHits, staleServes, requests, failed uint64
-	abandoned                                        uint64
+	abandoned, loaded, refreshes                     uint64
 	failures, notSent                                map[errorKind]uint64
 	latencySum                                       time.Duration
 	sorted                                           []time.Duration // the window, sorted
@@ -115,7 +132,7 @@ func (m *metrics) read() reading {
 	defer m.mu.Unlock()
 	r := reading{
 		started: m.started, minted: m.tokensMinted, reuseHits: m.reuseHits, staleServes: m.staleServes,
-		requests: m.upstreamRequests, abandoned: m.abandoned, failures: maps.Clone(m.failures), notSent: maps.Clone(m.notSent),
+		requests: m.upstreamRequests, abandoned: m.abandoned, loaded: m.tokensLoaded, refreshes: m.refreshes, failures: maps.Clone(m.failures), notSent: maps.Clone(m.notSent),
 		latencySum: m.latencySum, sorted: slices.Clone(m.latencies), inFlightPeak: m.inFlightPeak.Load(),
 	}
 	for _, n := range m.failures {
@@ -144,6 +161,8 @@ func (m *metrics) snapshot() map[string]any {
 		"tokens_minted":           r.minted,
 		"reuse_hits":              r.reuseHits,
 		"stale_serves":            r.staleServes,
+		"tokens_loaded":           r.loaded,
+		"background_refreshes":    r.refreshes,
 		"upstream_requests":       r.requests,
 		"upstream_failures":       r.failed,
 		"requests_abandoned":      r.abandoned,
@@ -191,6 +210,8 @@ func (m *metrics) prometheus(mount string) ([]byte, error) {
 		counter("piwik_tokens_minted_total", "Tokens Piwik PRO issued, verification and check included.", r.minted),
 		counter("piwik_reuse_hits_total", "Reads served from the token cache of a token_reuse role.", r.reuseHits),
 		counter("piwik_stale_serves_total", "Reads served a still-valid cached token because a new one could not be had.", r.staleServes),
+		counter("piwik_tokens_loaded_total", "Tokens of token_reuse roles loaded from storage into this node's cache.", r.loaded),
+		counter("piwik_background_refreshes_total", "Background mints of a token_reuse role's next token (refresh-ahead and periodic).", r.refreshes),
 		counter("piwik_upstream_requests_total", "Requests sent to Piwik PRO, retries included.", r.requests),
 		counter("piwik_requests_abandoned_total", "Requests to Piwik PRO whose caller stopped waiting (its deadline or cancellation): not failures of Piwik PRO's.", r.abandoned),
 		byKind("piwik_upstream_failures_total", "Requests to Piwik PRO that failed, by kind.", r.failures),

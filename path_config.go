@@ -244,6 +244,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.resetConfig()
+	if stored == nil || !stored.sameCredential(cfg) {
+		b.dropTokensAfterWrite(ctx, req.Storage, "")
+	}
 	if cfg.VerifyCredentials {
 		// Verified a moment ago: fresher news than an earlier failure.
 		b.gates.lift(gateKey(acct, cfg.credentials()), verified)
@@ -258,7 +261,16 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		return nil, err
 	}
 	b.resetConfig()
+	b.dropTokensAfterWrite(ctx, req.Storage, "")
 	return nil, nil
+}
+
+// sameCredential reports whether c and other send the same credential to
+// the same place: what a cached token's fingerprint is made of. Writes that
+// change anything else (timeouts, retries, verification) keep the tokens.
+func (c *piwikConfig) sameCredential(other *piwikConfig) bool {
+	return c.URL == other.URL && c.CACert == other.CACert &&
+		c.ClientID == other.ClientID && c.ClientSecret == other.ClientSecret
 }
 
 // update applies the fields present in d to c and validates the result.

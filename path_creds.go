@@ -77,7 +77,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if role.Unleased {
 		mountMax = 0 // no lease for Vault to cap
 	}
-	ttl, capWarnings := leaseTTL(tok, time.Now(), role.TTL, mountMax)
+	ttl, capWarnings := leaseTTL(tok, b.now(), role.TTL, mountMax)
 	warnings = append(warnings, capWarnings...)
 	if ttl < time.Second {
 		return nil, logical.CodedError(http.StatusBadGateway, "the token Piwik PRO issued expires in less than a second; check the clocks of Vault and Piwik PRO")
@@ -99,44 +99,22 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-// issue mints a token for role, or hands out the role's cached one when the
-// role shares tokens and the cached one was minted with exactly the
-// credentials and account the role resolves to now.
-//
-// When a reuse role's refresh fails for a reason that may pass (Piwik PRO
-// unreachable, timing out, failing with 5xx or rate limiting), its cached
-// token is served while it has at least staleFloor of its life left, with
-// a warning: an outage then costs nothing until the token runs out. Never
-// when Piwik PRO rejected the credential: a deleted credential stops
-// issuing at once, cached token included.
+// issue mints a token for role, or, for a role with token_reuse, hands
+// out the role's cached token when it was minted with exactly the
+// credentials and account the role resolves to now (see issueReuse).
 func (b *backend) issue(ctx context.Context, name string, role *piwikRole, acct *account) (*token, []string, error) {
 	creds, err := acct.credentialsFor(name, role)
 	if err != nil {
 		return nil, nil, err
 	}
-	mint := func(ctx context.Context) (*token, error) {
-		return b.mint(ctx, acct, name, creds)
-	}
 	if !role.TokenReuse {
-		tok, err := mint(ctx)
+		tok, err := b.mint(ctx, acct, name, creds)
 		return tok, nil, err
 	}
-	fingerprint := acct.fingerprint(creds)
-	tok, minted, err := b.tokens.fetch(ctx, name, fingerprint, role.ReuseMinRemaining, mint)
-	switch upErr, upstream := asUpstreamError(err); {
-	case err == nil:
-		if !minted {
-			b.metrics.reuseHit()
-		}
-		return tok, nil, nil
-	case upstream && upErr.transient():
-		if cached := b.tokens.stale(name, fingerprint, time.Now()); cached != nil {
-			b.metrics.staleServe()
-			return cached, []string{fmt.Sprintf("Piwik PRO could not issue a new token (%s); serving the cached token, valid until %s",
-				err, cached.ExpiresAt.Format(time.RFC3339))}, nil
-		}
-	}
-	return nil, nil, err
+	return b.issueReuse(ctx, reuseRequest{
+		name: name, acct: acct, creds: creds,
+		fingerprint: acct.fingerprint(creds), policy: b.reusePolicy(role, acct),
+	})
 }
 
 // leaseTTL is the lease for tok at now: what is left of the token's life,

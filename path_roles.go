@@ -285,6 +285,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	b.resetRole(name)
+	b.dropTokensAfterWrite(ctx, req.Storage, name)
 	if !bound.verified.IsZero() {
 		// Verified a moment ago: fresher news than an earlier failure.
 		b.gates.lift(gateKey(bound.acct, role.credentials()), bound.verified)
@@ -301,7 +302,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 		return nil, err
 	}
 	b.resetRole(name)
-	b.tokens.forget(name)
+	b.dropTokensAfterWrite(ctx, req.Storage, name)
 	return nil, nil
 }
 

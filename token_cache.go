@@ -1,212 +1,194 @@
 package piwik
 
 import (
-	"context"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 )
 
-// tokenCache holds one token per role for roles with token_reuse, in memory
-// only. Each token is kept with the fingerprint of what minted it (URL, CA,
-// client id, secret); a reader gets it only when the role and config it
-// read give the same fingerprint, so a token minted with replaced
-// credentials is never handed out, whatever order reads and writes
-// interleave in. Concurrent misses for a role share one upstream request.
+// tokenCache is this node's memory of the tokens of token_reuse roles: one
+// per role, each kept with the fingerprint of what minted it (URL, CA,
+// client id, secret), so that a token minted with replaced credentials is
+// never handed out, whatever order reads and writes interleave in. It is
+// filled by mints and by loading what storage holds (see token_store.go);
+// the reuse rules that use it are in token_reuse.go.
 type tokenCache struct {
-	mu     sync.Mutex
-	tokens map[string]cachedToken
+	mu      sync.Mutex
+	entries map[string]*cacheEntry // by role
 	// gens holds a generation per role, bumped whenever that role's token
-	// is demoted or forgotten: a mint started before neither fills the
-	// cache nor is joined by reads that start after. Generations are per
-	// role, so that dropping one role's token never voids another's mint.
+	// is forgotten: a mint or load started before neither fills the cache
+	// nor is joined by reads that start after. Generations are per role,
+	// so that dropping one role's token never voids another's work.
 	gens map[string]uint64
 	// rejected holds, per fingerprint, when Piwik PRO last rejected that
 	// credential (401 invalid_client or 402). While it is there, no token
-	// of the credential is cached or served stale, on any role; a mint
-	// with it that was sent after the rejection and succeeded removes it.
+	// of the credential minted before it is cached, loaded or served
+	// stale, on any role; a mint with it that was sent after the rejection
+	// and succeeded removes it.
 	rejected map[string]time.Time
-	flight   singleflight.Group
+	// flight makes concurrent mints of one role's token (reads that miss,
+	// a background refresh) share one request.
+	flight singleflight.Group
 }
 
-// cachedToken is a token and the fingerprint of the credentials and
-// account it was minted with.
+// cacheEntry is what the cache knows of one role.
+type cacheEntry struct {
+	// token is the role's token; nil when there is none.
+	token *cachedToken
+	// loaded is true once storage was consulted for the role (or a mint
+	// filled the entry): the next read need not ask storage again.
+	loaded bool
+	// lastRead is when a reader last asked for the role's token; the
+	// periodic refresh only spends requests on roles that are read.
+	lastRead time.Time
+}
+
+// cachedToken is a token, the fingerprint of the credentials and account
+// it was minted with, and when the request that minted it was sent.
 type cachedToken struct {
 	fingerprint string
 	tok         *token
-	// demoted tokens are not handed out by get (a write asks for a fresh
-	// one), only by stale, while a new one cannot be had.
-	demoted bool
+	sent        time.Time
 }
 
 func newTokenCache() *tokenCache {
 	return &tokenCache{
-		tokens:   make(map[string]cachedToken),
+		entries:  make(map[string]*cacheEntry),
 		gens:     make(map[string]uint64),
 		rejected: make(map[string]time.Time),
 	}
 }
 
-// get returns the role's cached token when it was minted with fingerprint
-// and at least minRemaining of its life is left at now (half its lifetime
-// when minRemaining is 0).
-func (c *tokenCache) get(role, fingerprint string, minRemaining time.Duration, now time.Time) *token {
+// read returns the role's token minted with fingerprint, if the cache has
+// one, and whether storage was consulted for the role; it records the read
+// at now.
+func (c *tokenCache) read(role, fingerprint string, now time.Time) (tok *token, loaded bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cached, ok := c.tokens[role]
-	if !ok || cached.demoted || cached.fingerprint != fingerprint || !usable(cached.tok, minRemaining, now) {
-		return nil
+	e := c.entry(role)
+	e.lastRead = now
+	if e.token == nil || e.token.fingerprint != fingerprint {
+		return nil, e.loaded
 	}
-	return cached.tok
+	return e.token.tok, e.loaded
 }
 
-// staleFloor is the least life a cached token must have left to be served
-// while a new one cannot be had: 30 seconds, or a quarter of its lifetime
-// when that is shorter (test-sized tokens), so that a reader always gets
-// time to use it.
-func staleFloor(tok *token) time.Duration {
-	return min(30*time.Second, tok.Lifetime/4)
-}
-
-// stale returns the role's cached token minted with fingerprint, whatever
-// reuse_min_remaining says, while it has at least staleFloor of its life
-// left at now: what a read can still be given when Piwik PRO cannot issue a
-// new token. Never for a credential Piwik PRO rejected since.
-func (c *tokenCache) stale(role, fingerprint string, now time.Time) *token {
+// current returns the role's token minted with fingerprint, or nil, without
+// counting a read.
+func (c *tokenCache) current(role, fingerprint string) *token {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cached, ok := c.tokens[role]
-	if !ok || cached.fingerprint != fingerprint || cached.tok.ExpiresAt.Sub(now) < max(staleFloor(cached.tok), time.Second) {
+	e := c.entries[role]
+	if e == nil || e.token == nil || e.token.fingerprint != fingerprint {
 		return nil
 	}
-	if _, rejected := c.rejected[fingerprint]; rejected {
-		return nil
-	}
-	return cached.tok
+	return e.token.tok
 }
 
-// usable reports whether enough of tok's life remains at now to hand it out.
-func usable(tok *token, minRemaining time.Duration, now time.Time) bool {
-	if minRemaining <= 0 {
-		minRemaining = tok.Lifetime / 2
+// entry returns the role's entry, creating it; c.mu must be held.
+func (c *tokenCache) entry(role string) *cacheEntry {
+	e := c.entries[role]
+	if e == nil {
+		e = &cacheEntry{}
+		c.entries[role] = e
+		if _, ok := c.gens[role]; !ok {
+			c.gens[role] = 0
+		}
 	}
-	remaining := tok.ExpiresAt.Sub(now)
-	return remaining > 0 && remaining >= minRemaining
+	return e
 }
 
-// fetch returns a usable cached token for role minted with fingerprint, or
-// mints one with mint, which must use exactly the credentials fingerprint
-// was computed from. Concurrent callers for the same role and fingerprint
-// wait for a single mint; each of them stops waiting when its own ctx
-// ends. A failed mint is not cached. minted is true only for the caller
-// whose request went to Piwik PRO.
-func (c *tokenCache) fetch(ctx context.Context, role, fingerprint string, minRemaining time.Duration, mint func(context.Context) (*token, error)) (*token, bool, error) {
-	if tok := c.get(role, fingerprint, minRemaining, time.Now()); tok != nil {
-		return tok, false, nil
-	}
-
+// generation returns the role's generation, to be given back to store or
+// load.
+func (c *tokenCache) generation(role string) uint64 {
 	c.mu.Lock()
-	gen, known := c.gens[role]
-	if !known {
-		c.gens[role] = 0 // so that demoteAll reaches this mint
-	}
-	c.mu.Unlock()
-	key := role + "\x00" + fingerprint + "\x00" + strconv.FormatUint(gen, 10)
-
-	var minted atomic.Bool
-	ch := c.flight.DoChan(key, func() (any, error) {
-		// Re-check: a mint that finished between our miss and this call
-		// already filled the cache.
-		if tok := c.get(role, fingerprint, minRemaining, time.Now()); tok != nil {
-			return tok, nil
-		}
-		minted.Store(true)
-		sent := time.Now()
-		// The mint outlives any one caller: others may be waiting on it.
-		// The client bounds it with request_timeout.
-		tok, err := mint(context.WithoutCancel(ctx))
-		if err != nil {
-			return nil, err
-		}
-		c.store(role, cachedToken{fingerprint: fingerprint, tok: tok}, gen, sent)
-		return tok, nil
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, minted.Load(), res.Err
-		}
-		return res.Val.(*token), minted.Load(), nil
-	case <-ctx.Done():
-		return nil, false, callerContextError(ctx, "the shared token request finished")
-	}
+	defer c.mu.Unlock()
+	c.entry(role)
+	return c.gens[role]
 }
 
-// store caches a token for role minted with a request sent at sent, unless
-// the role's token was dropped since gen or Piwik PRO rejected the
-// credential after the request was sent.
-func (c *tokenCache) store(role string, cached cachedToken, gen uint64, sent time.Time) {
+// store caches ct for role, from a mint started at generation gen, and
+// reports whether it did. It does not when the role's token was forgotten
+// since gen, when the cache already holds a token minted later, or when
+// Piwik PRO rejected the credential after the request was sent.
+func (c *tokenCache) store(role string, ct cachedToken, gen uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.acceptable(role, ct, gen) {
+		return false
+	}
+	e := c.entry(role)
+	e.token, e.loaded = &ct, true
+	return true
+}
+
+// load caches ct for role, read from storage at generation gen, on the
+// same terms as store, and records that storage was consulted.
+func (c *tokenCache) load(role string, ct *cachedToken, gen uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gens[role] != gen {
-		return
+		return false
 	}
-	if at, rejected := c.rejected[cached.fingerprint]; rejected && !at.Before(sent) {
-		return
+	e := c.entry(role)
+	e.loaded = true
+	if ct == nil || !c.acceptable(role, *ct, gen) {
+		return false
 	}
-	c.tokens[role] = cached
+	e.token = ct
+	return true
 }
 
-// demote makes the next read of role mint a fresh token; the cached one is
-// kept for stale. Mints of role already in flight do not fill the cache.
-func (c *tokenCache) demote(role string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gens[role]++
-	if cached, ok := c.tokens[role]; ok {
-		cached.demoted = true
-		c.tokens[role] = cached
+// acceptable reports whether ct may become role's token; c.mu must be held.
+func (c *tokenCache) acceptable(role string, ct cachedToken, gen uint64) bool {
+	if c.gens[role] != gen {
+		return false
 	}
+	if at, rejected := c.rejected[ct.fingerprint]; rejected && !at.Before(ct.sent) {
+		return false
+	}
+	e := c.entries[role]
+	return e == nil || e.token == nil || !e.token.sent.After(ct.sent)
 }
 
-// demoteAll demotes every cached token.
-func (c *tokenCache) demoteAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for role := range c.gens {
-		c.gens[role]++
-	}
-	for role, cached := range c.tokens {
-		cached.demoted = true
-		c.tokens[role] = cached
-	}
-}
-
-// forget drops role's token altogether: the role is gone.
+// forget drops role's token and voids the mints and loads of it in
+// flight: the role is gone, or an operator purged its token.
 func (c *tokenCache) forget(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gens[role]++
-	delete(c.tokens, role)
+	delete(c.entries, role)
+}
+
+// unload drops what the cache holds for role, so that the next read asks
+// storage again: another node wrote or deleted the role's stored token.
+func (c *tokenCache) unload(role string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[role]; e != nil {
+		e.token, e.loaded = nil, false
+	}
 }
 
 // reject records that Piwik PRO rejected the credential fingerprint at
-// at: every role's token minted with it is dropped, and none is cached or
-// served stale until a mint with it, sent after at, succeeds.
-func (c *tokenCache) reject(fingerprint string, at time.Time) {
+// at: every role's token minted with it before at is dropped, and none is
+// cached, loaded or served stale until a mint with it, sent after at,
+// succeeds. It returns the roles whose token it dropped.
+func (c *tokenCache) reject(fingerprint string, at time.Time) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if prev, ok := c.rejected[fingerprint]; !ok || at.After(prev) {
 		c.rejected[fingerprint] = at
 	}
-	for role, cached := range c.tokens {
-		if cached.fingerprint == fingerprint {
-			delete(c.tokens, role)
+	var dropped []string
+	for role, e := range c.entries {
+		if e.token != nil && e.token.fingerprint == fingerprint && e.token.sent.Before(at) {
+			e.token = nil
+			dropped = append(dropped, role)
 		}
 	}
+	return dropped
 }
 
 // accept records that Piwik PRO issued a token for the credential
@@ -218,4 +200,57 @@ func (c *tokenCache) accept(fingerprint string, sent time.Time) {
 	if at, ok := c.rejected[fingerprint]; ok && at.Before(sent) {
 		delete(c.rejected, fingerprint)
 	}
+}
+
+// isRejected reports whether Piwik PRO rejected the credential fingerprint
+// and no mint with it succeeded since.
+func (c *tokenCache) isRejected(fingerprint string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.rejected[fingerprint]
+	return ok
+}
+
+// readRole is a role the cache holds a token for, as the periodic refresh
+// sees it.
+type readRole struct {
+	name     string
+	token    cachedToken
+	lastRead time.Time
+}
+
+// held returns the roles the cache holds a token for.
+func (c *tokenCache) held() []readRole {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]readRole, 0, len(c.entries))
+	for name, e := range c.entries {
+		if e.token != nil {
+			out = append(out, readRole{name: name, token: *e.token, lastRead: e.lastRead})
+		}
+	}
+	return out
+}
+
+// pruneRejections drops rejections older than maxTokenLifetime: every
+// token minted before them has expired.
+func (c *tokenCache) pruneRejections(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for fingerprint, at := range c.rejected {
+		if now.Sub(at) > maxTokenLifetime {
+			delete(c.rejected, fingerprint)
+		}
+	}
+}
+
+// heldFingerprint returns the fingerprint of role's token on this node,
+// "" when there is none.
+func (c *tokenCache) heldFingerprint(role string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[role]; e != nil && e.token != nil {
+		return e.token.fingerprint
+	}
+	return ""
 }
