@@ -172,7 +172,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-
 func TestReusePolicy_windowsOfAToken(t *testing.T) {
 	minted := testNow
 	tok := &token{Lifetime: 30 * time.Minute, ExpiresAt: minted.Add(30 * time.Minute)}
