@@ -123,7 +123,7 @@ func (b *backend) pathTokensPurgeAll(ctx context.Context, req *logical.Request, 
 	if err != nil {
 		return nil, err
 	}
-	for _, held := range b.tokens.held() {
+	for _, held := range b.tokens.holding() {
 		names = append(names, held.name)
 	}
 	for _, name := range names {

@@ -219,8 +219,8 @@ type readRole struct {
 	lastRead time.Time
 }
 
-// held returns the roles the cache holds a token for.
-func (c *tokenCache) held() []readRole {
+// holding returns the roles the cache holds a token for.
+func (c *tokenCache) holding() []readRole {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]readRole, 0, len(c.entries))
@@ -244,13 +244,13 @@ func (c *tokenCache) pruneRejections(now time.Time) {
 	}
 }
 
-// heldFingerprint returns the fingerprint of role's token on this node,
-// "" when there is none.
-func (c *tokenCache) heldFingerprint(role string) string {
+// heldToken returns role's token on this node, nil when there is none.
+func (c *tokenCache) heldToken(role string) *cachedToken {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.entries[role]; e != nil && e.token != nil {
-		return e.token.fingerprint
+		ct := *e.token
+		return &ct
 	}
-	return ""
+	return nil
 }

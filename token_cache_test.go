@@ -104,7 +104,7 @@ func TestTokenCache_readRecordsTheReadAndWhetherStorageWasAsked(t *testing.T) {
 		t.Error("after a load that found nothing the next read asks storage again")
 	}
 	c.store("r", cachedAt("fp", testNow), c.generation("r"))
-	if held := c.held(); len(held) != 1 || !held[0].lastRead.Equal(testNow.Add(time.Minute)) {
+	if held := c.holding(); len(held) != 1 || !held[0].lastRead.Equal(testNow.Add(time.Minute)) {
 		t.Errorf("held = %+v, want r read at +1m", held)
 	}
 	c.unload("r") // another node wrote the role's token

@@ -41,7 +41,7 @@ func (b *backend) refreshReadRoles(ctx context.Context, s logical.Storage, now t
 	if err != nil || acct == nil {
 		return
 	}
-	for _, held := range b.tokens.held() {
+	for _, held := range b.tokens.holding() {
 		tok := held.token.tok
 		if held.lastRead.Before(now.Add(-tok.Lifetime)) {
 			continue // nobody read it for a token life
@@ -118,7 +118,9 @@ func (b *backend) dropMismatchedToken(ctx context.Context, s logical.Storage, na
 			want = r.fingerprint
 		}
 	}
-	if held := b.tokens.heldFingerprint(name); held != "" && held != want {
+	// A mint in flight for the old credentials, or for a role that no
+	// longer reuses tokens, must not fill the cache after this.
+	if held := b.tokens.heldToken(name); want == "" || held != nil && held.fingerprint != want {
 		b.tokens.forget(name)
 	}
 	return b.dropTokenIf(ctx, name, func(ct *cachedToken) bool { return ct != nil && ct.fingerprint != want })
@@ -131,7 +133,7 @@ func (b *backend) dropMismatchedTokens(ctx context.Context, s logical.Storage) e
 	if err != nil {
 		return err
 	}
-	for _, held := range b.tokens.held() {
+	for _, held := range b.tokens.holding() {
 		names = append(names, held.name)
 	}
 	for _, name := range names {

@@ -118,16 +118,23 @@ func (b *backend) readStoredToken(ctx context.Context, role string) (*cachedToke
 // loadToken fills the cache with role's stored token, the first time a
 // reader asks for it on this node. A storage failure is logged and read as
 // "nothing stored": the reader then mints.
+// Concurrent first reads share one storage read.
 func (b *backend) loadToken(ctx context.Context, role string) {
-	gen := b.tokens.generation(role)
-	ct, err := b.readStoredToken(ctx, role)
-	if err != nil {
-		b.Logger().Warn("could not read a stored token; minting instead", "role", role, "error", err.Error())
-		return
-	}
-	if b.tokens.load(role, ct, gen) {
-		b.metrics.tokenLoaded()
-	}
+	_, _, _ = b.tokens.flight.Do("load\x00"+role, func() (any, error) {
+		gen := b.tokens.generation(role)
+		// Shared by every first reader: no one reader's end stops it.
+		readCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
+		defer cancel()
+		ct, err := b.readStoredToken(readCtx, role)
+		if err != nil {
+			b.Logger().Warn("could not read a stored token; minting instead", "role", role, "error", err.Error())
+			return nil, nil
+		}
+		if b.tokens.load(role, ct, gen) {
+			b.metrics.tokenLoaded()
+		}
+		return nil, nil
+	})
 }
 
 // keepToken caches a token role minted at generation gen and, where this
@@ -140,7 +147,7 @@ func (b *backend) keepToken(role string, ct cachedToken, gen uint64) {
 	lock := locksutil.LockForKey(b.tokenLocks, role)
 	lock.Lock()
 	defer lock.Unlock()
-	if !b.tokens.store(role, ct, gen) || !b.tokensWritable() {
+	if !b.tokens.store(role, ct, gen) || !b.tokensWritable() || b.background.Err() != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(b.background, storageTimeout)
@@ -168,7 +175,9 @@ func (b *backend) dropTokenIf(ctx context.Context, role string, drop func(*cache
 	lock.Lock()
 	defer lock.Unlock()
 	if !b.tokensWritable() {
-		b.tokens.forget(role)
+		if held := b.tokens.heldToken(role); held != nil && drop(held) {
+			b.tokens.forget(role)
+		}
 		return nil
 	}
 	stored, err := b.readStoredToken(ctx, role)
