@@ -152,6 +152,17 @@ func (c *tokenCache) acceptable(role string, ct cachedToken, gen uint64) bool {
 	return e == nil || e.token == nil || !e.token.sent.After(ct.sent)
 }
 
+// discard drops ct from role's entry if it is still the role's token,
+// without voiding anything in flight: keepToken took it, then found that
+// the role no longer resolves to its credentials.
+func (c *tokenCache) discard(role string, ct cachedToken) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[role]; e != nil && e.token != nil && e.token.tok == ct.tok {
+		e.token = nil
+	}
+}
+
 // forget drops role's token and voids the mints and loads of it in
 // flight: the role is gone, or an operator purged its token.
 func (c *tokenCache) forget(role string) {

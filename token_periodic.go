@@ -74,6 +74,31 @@ func (b *backend) reuseRequestFor(ctx context.Context, s logical.Storage, acct *
 	}, true
 }
 
+// currentFingerprint is the fingerprint of the credentials role name
+// resolves to now: what its token must have been minted with. It is ""
+// when the role is gone, does not reuse tokens, cannot mint (no config, a
+// secret given for another url) or cannot be read.
+func (b *backend) currentFingerprint(ctx context.Context, s logical.Storage, name string) (string, error) {
+	acct, err := b.account(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	return b.fingerprintFor(ctx, s, acct, name), nil
+}
+
+// fingerprintFor is currentFingerprint with the account already read (nil
+// when there is no config).
+func (b *backend) fingerprintFor(ctx context.Context, s logical.Storage, acct *account, name string) string {
+	if acct == nil {
+		return ""
+	}
+	r, ok := b.reuseRequestFor(ctx, s, acct, name)
+	if !ok {
+		return ""
+	}
+	return r.fingerprint
+}
+
 // tidyTokens deletes the stored tokens that expired, that no longer
 // decode or are of another schema version, and whose role is gone, no
 // longer reuses tokens or now resolves to another credential.
@@ -87,12 +112,7 @@ func (b *backend) tidyTokens(ctx context.Context, s logical.Storage, now time.Ti
 		return err
 	}
 	for _, name := range names {
-		want := ""
-		if acct != nil {
-			if r, ok := b.reuseRequestFor(ctx, s, acct, name); ok {
-				want = r.fingerprint
-			}
-		}
+		want := b.fingerprintFor(ctx, s, acct, name)
 		useless := func(ct *cachedToken) bool {
 			return ct == nil || !now.Before(ct.tok.ExpiresAt) || ct.fingerprint != want
 		}
@@ -108,15 +128,9 @@ func (b *backend) tidyTokens(ctx context.Context, s logical.Storage, now time.Ti
 // reuses tokens): after a write that changed what identifies the
 // credential. Writes that change nothing of it keep the token.
 func (b *backend) dropMismatchedToken(ctx context.Context, s logical.Storage, name string) error {
-	acct, err := b.account(ctx, s)
+	want, err := b.currentFingerprint(ctx, s, name)
 	if err != nil {
 		return err
-	}
-	want := ""
-	if acct != nil {
-		if r, ok := b.reuseRequestFor(ctx, s, acct, name); ok {
-			want = r.fingerprint
-		}
 	}
 	// A mint in flight for the old credentials, or for a role that no
 	// longer reuses tokens, must not fill the cache after this.

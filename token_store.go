@@ -143,15 +143,29 @@ func (b *backend) loadToken(ctx context.Context, role string) {
 // older token. A failed store is logged, never returned: the reader has
 // its token, and an ErrReadOnly returned from a read would make Vault
 // forward it and mint again.
+//
+// A token is kept only while its role still resolves to the credentials
+// that minted it: a mint resolved before a config or role write may end
+// after the write dropped the role's tokens. The check comes after the
+// cache took the token, so that a write either stored before the check
+// (which then sees the new credentials) or finds the token, cached or
+// stored, when it drops what it replaced.
 func (b *backend) keepToken(role string, ct cachedToken, gen uint64) {
 	lock := locksutil.LockForKey(b.tokenLocks, role)
 	lock.Lock()
 	defer lock.Unlock()
-	if !b.tokens.store(role, ct, gen) || !b.tokensWritable() || b.background.Err() != nil {
+	if b.background.Err() != nil || !b.tokens.store(role, ct, gen) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(b.background, storageTimeout)
 	defer cancel()
+	if want, err := b.currentFingerprint(ctx, b.storage, role); err != nil || want != ct.fingerprint {
+		b.tokens.discard(role, ct)
+		return
+	}
+	if !b.tokensWritable() {
+		return
+	}
 	entry, err := logical.StorageEntryJSON(tokenStoragePrefix+role, newStoredToken(ct))
 	if err == nil {
 		err = b.storage.Put(ctx, entry)

@@ -311,3 +311,139 @@ func TestTokenStore_aRejectionDeletesTheStoredTokensOfTheCredential(t *testing.T
 		return len(keys) == 1 && keys[0] == "plain"
 	})
 }
+
+// stallingStorage stalls the next Get or Put of a chosen key until the test
+// releases it, and tells the test when it is paused. A paused Get has
+// already read the entry, as a read that raced a write would have.
+type stallingStorage struct {
+	logical.Storage
+	mu     sync.Mutex
+	pauses map[string]*storagePause // by "get "+key or "put "+key
+}
+
+// storagePause is one paused call: reached closes when the call is paused,
+// release lets it go on.
+type storagePause struct {
+	reached, release chan struct{}
+}
+
+func newStallingStorage() *stallingStorage {
+	return &stallingStorage{Storage: &logical.InmemStorage{}, pauses: make(map[string]*storagePause)}
+}
+
+// pauseNext pauses the next call op ("get" or "put") of key.
+func (s *stallingStorage) pauseNext(op, key string) *storagePause {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &storagePause{reached: make(chan struct{}), release: make(chan struct{})}
+	s.pauses[op+" "+key] = p
+	return p
+}
+
+func (s *stallingStorage) wait(op, key string) {
+	s.mu.Lock()
+	p := s.pauses[op+" "+key]
+	delete(s.pauses, op+" "+key)
+	s.mu.Unlock()
+	if p != nil {
+		close(p.reached)
+		<-p.release
+	}
+}
+
+func (s *stallingStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	entry, err := s.Storage.Get(ctx, key)
+	s.wait("get", key)
+	return entry, err
+}
+
+func (s *stallingStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
+	s.wait("put", entry.Key)
+	return s.Storage.Put(ctx, entry)
+}
+
+// fingerprintNow is the fingerprint role resolves to now ("" for none).
+func (e *env) fingerprintNow(role string) string {
+	e.t.Helper()
+	acct, err := e.b.account(context.Background(), e.storage)
+	if err != nil || acct == nil {
+		return ""
+	}
+	r, ok := e.b.reuseRequestFor(context.Background(), e.storage, acct, role)
+	if !ok {
+		return ""
+	}
+	return r.fingerprint
+}
+
+// assertStoresOnlyCurrentCredential fails when storage holds a token for
+// role that was minted with another credential than the role resolves to.
+func (e *env) assertStoresOnlyCurrentCredential(role string) {
+	e.t.Helper()
+	stored, err := e.b.readStoredToken(context.Background(), role)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if stored != nil && stored.fingerprint != e.fingerprintNow(role) {
+		e.t.Errorf("after the write returned, storage holds a token of %s minted with credentials the role no longer resolves to", role)
+	}
+	if held := e.b.tokens.heldToken(role); held != nil && held.fingerprint != e.fingerprintNow(role) {
+		e.t.Errorf("after the write returned, the cache holds a token of %s minted with credentials the role no longer resolves to", role)
+	}
+}
+
+func TestTokenStore_aMintOfTheOldCredentialInFlightDuringARotationIsNeverStored(t *testing.T) {
+	h := newHold()
+	e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true}, withHold(h))
+	// The role's first token is being minted, slowly, when the config's
+	// credential is replaced (verified with the new client id, which
+	// Piwik PRO answers at once).
+	h.hold(testClientID)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
+		e.noteTokens(resp)
+	}()
+	waitUntil(t, "the mint is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	e.mustDo(logical.UpdateOperation, "config", map[string]any{"url": e.server.URL, "client_id": roleClientID, "client_secret": roleClientSecret})
+	h.release(testClientID)
+	<-done
+	e.assertStoresOnlyCurrentCredential("r")
+}
+
+func TestTokenStore_aReaderThatResolvedTheOldCredentialNeverStoresItsTokenAfterTheWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write func(e *env)
+	}{
+		{"config credential replaced", func(e *env) {
+			e.mustDo(logical.UpdateOperation, "config", map[string]any{"url": e.server.URL, "client_id": roleClientID, "client_secret": roleClientSecret})
+		}},
+		{"role given its own credential", func(e *env) {
+			e.mustDo(logical.PatchOperation, "roles/r", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+		}},
+		{"role deleted", func(e *env) { e.mustDo(logical.DeleteOperation, "roles/r", nil) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			storage := newStallingStorage()
+			e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true}, withStorage(storage))
+			e.mustDo(logical.ReadOperation, "creds/r", nil)
+			e.restart()
+			// A reader resolves the role to the old credential and is
+			// loading its stored token when the write comes and goes.
+			paused := storage.pauseNext("get", tokenStoragePrefix+"r")
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
+				e.noteTokens(resp)
+			}()
+			<-paused.reached
+			tc.write(e)
+			close(paused.release)
+			<-done
+			e.assertStoresOnlyCurrentCredential("r")
+		})
+	}
+}
