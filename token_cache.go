@@ -173,11 +173,16 @@ func (c *tokenCache) forget(role string) {
 }
 
 // unload drops what the cache holds for role, so that the next read asks
-// storage again: another node wrote or deleted the role's stored token.
+// storage again: another node wrote or deleted the role's stored token. It
+// voids the loads (and mints) of the role in flight too: a load that read
+// storage before the change would otherwise cache what the change
+// replaced, such as a token an operator purged. An entry exists for every
+// role with work in flight.
 func (c *tokenCache) unload(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.entries[role]; e != nil {
+		c.gens[role]++
 		e.token, e.loaded = nil, false
 	}
 }

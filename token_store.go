@@ -2,6 +2,7 @@ package piwik
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 
@@ -118,10 +119,11 @@ func (b *backend) readStoredToken(ctx context.Context, role string) (*cachedToke
 // loadToken fills the cache with role's stored token, the first time a
 // reader asks for it on this node. A storage failure is logged and read as
 // "nothing stored": the reader then mints.
-// Concurrent first reads share one storage read.
+// Concurrent first reads share one storage read; a read that starts after
+// the role's token was forgotten or unloaded starts a new one.
 func (b *backend) loadToken(ctx context.Context, role string) {
-	_, _, _ = b.tokens.flight.Do("load\x00"+role, func() (any, error) {
-		gen := b.tokens.generation(role)
+	gen := b.tokens.generation(role)
+	_, _, _ = b.tokens.flight.Do("load\x00"+role+"\x00"+strconv.FormatUint(gen, 10), func() (any, error) {
 		// Shared by every first reader: no one reader's end stops it.
 		readCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
 		defer cancel()

@@ -447,3 +447,33 @@ func TestTokenStore_aReaderThatResolvedTheOldCredentialNeverStoresItsTokenAfterT
 		})
 	}
 }
+
+func TestTokenStore_aStandbyNeverKeepsATokenPurgedWhileItWasLoadingIt(t *testing.T) {
+	storage := newStallingStorage()
+	active := newEnvWithRole(t, "shared", map[string]any{"token_reuse": true}, withStorage(storage))
+	leaked := active.mustDo(logical.ReadOperation, "creds/shared", nil).Data["access_token"]
+
+	standby := newEnv(t, withStorage(storage), asPerformanceStandby())
+	standby.piwik = active.piwik
+	// The standby's first reader has read the stored token and not yet
+	// cached it when the operator purges it on the active node, whose
+	// delete reaches the standby as an invalidation.
+	paused := storage.pauseNext("get", tokenStoragePrefix+"shared")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, _ := standby.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/shared", Storage: storage})
+		standby.noteTokens(resp)
+	}()
+	<-paused.reached
+	active.mustDo(logical.DeleteOperation, "tokens/shared", nil)
+	standby.b.invalidate(context.Background(), tokenStoragePrefix+"shared")
+	close(paused.release)
+	<-done // it raced the purge: either token is fine for it
+
+	for i := range 3 {
+		if got := standby.mustDo(logical.ReadOperation, "creds/shared", nil).Data["access_token"]; got == leaked {
+			t.Fatalf("read %d on the standby after the purge was handed the purged token", i)
+		}
+	}
+}
