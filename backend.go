@@ -79,9 +79,11 @@ type backend struct {
 	// (background refreshes).
 	storage logical.Storage
 	// background is the context of that work; Clean cancels it and waits
-	// for the work to end.
+	// for the work to end. backgroundMu orders the start of work against
+	// Clean: none starts once Clean cancelled the context.
 	background     context.Context
 	stopBackground context.CancelFunc
+	backgroundMu   sync.Mutex
 	backgroundWork sync.WaitGroup
 	// now is the clock of the token reuse rules.
 	now func() time.Time
@@ -198,19 +200,37 @@ func (b *backend) invalidate(_ context.Context, key string) {
 // clean stops the background work and releases the HTTP client's
 // connections when the mount goes away or the plugin stops.
 func (b *backend) clean(context.Context) {
+	b.backgroundMu.Lock()
 	b.stopBackground()
+	b.backgroundMu.Unlock()
 	b.backgroundWork.Wait()
 	b.resetConfig()
 }
 
-// goBackground runs work in a goroutine of its own with the background
-// context, which Clean cancels and waits for.
-func (b *backend) goBackground(work func(context.Context)) {
+// startBackground registers work that Clean must wait for, which then
+// calls backgroundWork.Done when it ends; false once Clean has begun.
+func (b *backend) startBackground() bool {
+	b.backgroundMu.Lock()
+	defer b.backgroundMu.Unlock()
+	if b.background.Err() != nil {
+		return false
+	}
 	b.backgroundWork.Add(1)
+	return true
+}
+
+// goBackground runs work in a goroutine of its own with the background
+// context, which Clean cancels and waits for. It reports whether the work
+// started: none does once Clean has begun.
+func (b *backend) goBackground(work func(context.Context)) bool {
+	if !b.startBackground() {
+		return false
+	}
 	go func() {
 		defer b.backgroundWork.Done()
 		work(b.background)
 	}()
+	return true
 }
 
 // resetConfig drops the cached account and its HTTP client, derived from

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -478,5 +479,56 @@ func TestVersion_buildStampsTheChangelogsTopEntry(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != string(top[1]) {
 		t.Errorf("make stamps %q, CHANGELOG.md's top entry is %q", got, top[1])
+	}
+}
+
+func TestClean_returnsOnlyAfterTheMintsItStartedStoppedStoring(t *testing.T) {
+	storage := newStallingStorage()
+	e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true}, withStorage(storage))
+	// A reader's mint has its token and is storing it (a storage write
+	// the storage already accepted, so it no longer heeds the context)
+	// when the mount is cleaned up.
+	stalled := storage.pauseNext("put", tokenStoragePrefix+"r")
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
+		e.noteTokens(resp)
+	}()
+	<-stalled.reached
+	var order []string
+	var mu sync.Mutex
+	note := func(what string) { mu.Lock(); order = append(order, what); mu.Unlock() }
+	cleaned := make(chan struct{})
+	go func() {
+		defer close(cleaned)
+		e.b.Cleanup(context.Background())
+		note("clean returned")
+	}()
+	// Clean must wait for the store; a Clean that returns while it is
+	// stalled returns at once, so a short look is enough to see it.
+	select {
+	case <-cleaned:
+	case <-time.After(200 * time.Millisecond):
+	}
+	note("store released")
+	close(stalled.release)
+	<-read
+	<-cleaned
+	mu.Lock()
+	defer mu.Unlock()
+	if order[0] != "store released" {
+		t.Errorf("events: %v; want Clean to return only after the mint it started stopped storing", order)
+	}
+}
+
+func TestClean_noBackgroundWorkStartsAfterIt(t *testing.T) {
+	e := newEnv(t)
+	e.b.Cleanup(context.Background())
+	var ran atomic.Bool
+	e.b.goBackground(func(context.Context) { ran.Store(true) })
+	e.b.backgroundWork.Wait()
+	if ran.Load() {
+		t.Error("background work started after Clean")
 	}
 }

@@ -158,6 +158,11 @@ func (b *backend) mintShared(ctx context.Context, r reuseRequest, good func(*tok
 	key := r.name + "\x00" + r.fingerprint + "\x00" + strconv.FormatUint(gen, 10)
 	var minted atomic.Bool
 	ch := b.tokens.flight.DoChan(key, func() (any, error) {
+		// The mint and its store are work Clean waits for.
+		if !b.startBackground() {
+			return nil, callerContextError(b.background, "a token request started: the mount is being cleaned up")
+		}
+		defer b.backgroundWork.Done()
 		if tok := b.tokens.current(r.name, r.fingerprint); tok != nil && good(tok, b.now()) {
 			return tok, nil
 		}
@@ -192,9 +197,12 @@ func (b *backend) refreshInBackground(r reuseRequest, good func(*token, time.Tim
 	if !b.refreshing.start(r.name) {
 		return
 	}
-	b.goBackground(func(context.Context) {
+	started := b.goBackground(func(context.Context) {
 		defer b.refreshing.end(r.name)
 		b.metrics.backgroundRefresh()
 		_, _, _ = b.mintShared(b.background, r, good)
 	})
+	if !started {
+		b.refreshing.end(r.name)
+	}
 }
