@@ -96,11 +96,27 @@ type checkMemory struct {
 	now     func() time.Time
 	mu      sync.Mutex
 	results map[string]checkResult
+	// epoch counts forgetAll calls and forgets the forget calls per
+	// fingerprint since the last forgetAll: a check whose request started
+	// before either is neither remembered nor joined by later checks, so
+	// that a reply Piwik PRO gave before a rejection cannot stand for the
+	// minute after it.
+	epoch   uint64
+	forgets map[string]uint64
 	flight  singleflight.Group
 }
 
+// checkVersion is what a check's result is remembered under: it holds
+// while neither forget nor forgetAll was called for its fingerprint.
+type checkVersion struct{ epoch, forgets uint64 }
+
 func newCheckMemory(now func() time.Time) *checkMemory {
-	return &checkMemory{now: now, results: make(map[string]checkResult)}
+	return &checkMemory{now: now, results: make(map[string]checkResult), forgets: make(map[string]uint64)}
+}
+
+// version returns the current version of fingerprint; m.mu must be held.
+func (m *checkMemory) version(fingerprint string) checkVersion {
+	return checkVersion{epoch: m.epoch, forgets: m.forgets[fingerprint]}
 }
 
 // check returns the remembered result for fingerprint while it is younger
@@ -111,7 +127,11 @@ func (m *checkMemory) check(ctx context.Context, fingerprint string, mint func(c
 	if r, ok := m.recent(fingerprint); ok {
 		return r
 	}
-	ch := m.flight.DoChan(fingerprint, func() (any, error) {
+	m.mu.Lock()
+	ver := m.version(fingerprint)
+	m.mu.Unlock()
+	key := fmt.Sprintf("%s\x00%d\x00%d", fingerprint, ver.epoch, ver.forgets)
+	ch := m.flight.DoChan(key, func() (any, error) {
 		if r, ok := m.recent(fingerprint); ok {
 			return r, nil
 		}
@@ -119,7 +139,9 @@ func (m *checkMemory) check(ctx context.Context, fingerprint string, mint func(c
 		r := checkResult{err: err, at: m.now()}
 		if upErr, ok := asUpstreamError(err); !isCallerError(err) && !(ok && upErr.NotSent) {
 			m.mu.Lock()
-			m.results[fingerprint] = r
+			if m.version(fingerprint) == ver {
+				m.results[fingerprint] = r
+			}
 			m.mu.Unlock()
 		}
 		return r, nil
@@ -144,17 +166,22 @@ func (m *checkMemory) recent(fingerprint string) (checkResult, bool) {
 	return r, true
 }
 
-// forget drops the remembered result for fingerprint.
+// forget drops the remembered result for fingerprint, and voids the
+// checks of it in flight.
 func (m *checkMemory) forget(fingerprint string) {
 	m.mu.Lock()
 	delete(m.results, fingerprint)
+	m.forgets[fingerprint]++
 	m.mu.Unlock()
 }
 
-// forgetAll drops every remembered result.
+// forgetAll drops every remembered result, and voids every check in
+// flight.
 func (m *checkMemory) forgetAll() {
 	m.mu.Lock()
 	clear(m.results)
+	clear(m.forgets)
+	m.epoch++
 	m.mu.Unlock()
 }
 

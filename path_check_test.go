@@ -1,10 +1,15 @@
 package piwik
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,5 +199,87 @@ func TestMetrics_countRequestsAndFailures(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), `Piwik PRO token request: role=r status=503`) {
 		t.Errorf("no debug line for the failed upstream call in:\n%s", e.logs.String())
+	}
+}
+
+// replyHold lets the next token request of a client id reach the
+// stand-in and holds the stand-in's answer until released: a request
+// Piwik PRO answered before something changed, whose reply arrives after.
+type replyHold struct {
+	mu      sync.Mutex
+	next    map[string]bool
+	waiting int
+	release chan struct{}
+}
+
+func newReplyHold() *replyHold {
+	return &replyHold{next: make(map[string]bool), release: make(chan struct{})}
+}
+
+func (h *replyHold) holdNext(clientID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.next[clientID] = true
+}
+
+func (h *replyHold) held() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.waiting
+}
+
+func (h *replyHold) option() envOption {
+	return func(s *envSetup) {
+		s.wrap = func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				var req struct {
+					ClientID string `json:"client_id"`
+				}
+				_ = json.Unmarshal(body, &req)
+				h.mu.Lock()
+				hold := h.next[req.ClientID]
+				delete(h.next, req.ClientID)
+				h.mu.Unlock()
+				if !hold {
+					next.ServeHTTP(w, r)
+					return
+				}
+				rec := httptest.NewRecorder()
+				next.ServeHTTP(rec, r)
+				h.mu.Lock()
+				h.waiting++
+				h.mu.Unlock()
+				<-h.release
+				maps.Copy(w.Header(), rec.Header())
+				w.WriteHeader(rec.Code)
+				_, _ = w.Write(rec.Body.Bytes())
+			})
+		}
+	}
+}
+
+func TestCheck_aResultPiwikPROGaveBeforeARejectionIsNotRemembered(t *testing.T) {
+	rh := newReplyHold()
+	e := newEnvWithRole(t, "reporting", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret}, rh.option())
+	// A check's request for the role's credential is answered with a
+	// token; before the answer arrives, the credential is deleted in
+	// Piwik PRO and a read meets the rejection.
+	rh.holdNext(roleClientID)
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		_, _ = e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "check", Storage: e.storage})
+	}()
+	waitUntil(t, "the check's answer is held", func() bool { return rh.held() == 1 })
+	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/reporting", nil)); status != http.StatusBadGateway {
+		t.Fatalf("read of the deleted credential: %d, want 502", status)
+	}
+	close(rh.release)
+	<-checked
+	if status, report := e.check(); status != http.StatusBadGateway {
+		t.Errorf("check after a read met the rejection: %d %v, want the rejection's 502", status, report)
 	}
 }
