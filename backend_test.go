@@ -532,3 +532,26 @@ func TestClean_noBackgroundWorkStartsAfterIt(t *testing.T) {
 		t.Error("background work started after Clean")
 	}
 }
+
+func TestClean_stopsACheckRequestStillInFlight(t *testing.T) {
+	h := newHold()
+	e := newEnvWithRole(t, "plain", nil, withHold(h))
+	t.Cleanup(func() { h.release(testClientID) })
+	// A check's token request is held at Piwik PRO; its caller gives up,
+	// the request goes on for later checks. Then the mount goes away.
+	h.hold(testClientID)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = e.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "check", Storage: e.storage})
+	}()
+	waitUntil(t, "the check's request is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	cancel()
+	<-done
+	before := e.b.metrics.snapshot()["upstream_requests"].(uint64)
+	e.b.Cleanup(context.Background())
+	if after := e.b.metrics.snapshot()["upstream_requests"].(uint64); after == before {
+		t.Error("Clean returned while a check's token request was still in flight")
+	}
+}

@@ -278,6 +278,15 @@ func (b *backend) runChecks(ctx context.Context, s logical.Storage, acct *accoun
 	}
 	checkCredential := func(role string, creds credentials) checkResult {
 		return b.checks.check(ctx, acct.fingerprint(creds), func(ctx context.Context) error {
+			// The request outlives its callers (later checks share it),
+			// not the mount: Clean cancels it and waits for it.
+			if !b.startBackground() {
+				return callerContextError(b.background, "a token request started: the mount is being cleaned up")
+			}
+			defer b.backgroundWork.Done()
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			defer context.AfterFunc(b.background, cancel)()
 			_, err := b.mint(ctx, acct, role, creds)
 			return err
 		})
