@@ -177,13 +177,8 @@ func (b *backend) keepToken(role string, ct cachedToken, gen uint64) {
 	}
 }
 
-// dropToken forgets role's token on this node and deletes it from storage
-// where this node may write.
-func (b *backend) dropToken(ctx context.Context, role string) error {
-	return b.dropTokenIf(ctx, role, func(*cachedToken) bool { return true })
-}
-
-// dropTokenIf does what dropToken does when drop, given the stored token
+// dropTokenIf forgets role's token on this node and deletes it from
+// storage, where this node may write, when drop, given the stored token
 // (nil when none), says so. The stored token is read under the role's
 // lock, so that a token stored meanwhile is judged, not dropped unseen.
 func (b *backend) dropTokenIf(ctx context.Context, role string, drop func(*cachedToken) bool) error {
