@@ -2,6 +2,7 @@ package piwik
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -65,5 +66,23 @@ func TestTokens_purgeVoidsAMintInFlight(t *testing.T) {
 	<-done
 	if stored, _ := e.b.readStoredToken(context.Background(), "r"); stored != nil {
 		t.Error("a mint started before the purge stored its token after it")
+	}
+}
+
+func TestTokens_purgingRolesThisNodeNeverSawKeepsNothingInMemory(t *testing.T) {
+	e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true})
+	e.mustDo(logical.ReadOperation, "creds/r", nil)
+	size := func() int {
+		e.b.tokens.mu.Lock()
+		defer e.b.tokens.mu.Unlock()
+		return len(e.b.tokens.gens) + len(e.b.tokens.entries)
+	}
+	before := size()
+	for i := range 1000 {
+		e.mustDo(logical.DeleteOperation, fmt.Sprintf("tokens/no-such-role-%d", i), nil)
+		e.mustDo(logical.DeleteOperation, fmt.Sprintf("roles/no-such-role-%d", i), nil)
+	}
+	if after := size(); after != before {
+		t.Errorf("the token cache grew from %d to %d entries for roles that never had a token", before, after)
 	}
 }

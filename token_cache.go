@@ -165,9 +165,16 @@ func (c *tokenCache) discard(role string, ct cachedToken) {
 
 // forget drops role's token and voids the mints and loads of it in
 // flight: the role is gone, or an operator purged its token.
+//
+// A role this node never took a generation of has nothing in flight and
+// nothing cached: it is left out, so that purging or deleting names that
+// never had a token leaves nothing behind in memory.
 func (c *tokenCache) forget(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, seen := c.gens[role]; !seen {
+		return
+	}
 	c.gens[role]++
 	delete(c.entries, role)
 }
