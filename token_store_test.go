@@ -477,3 +477,64 @@ func TestTokenStore_aStandbyNeverKeepsATokenPurgedWhileItWasLoadingIt(t *testing
 		}
 	}
 }
+
+func TestTokenStore_concurrentReadsWritesPurgesAndRefreshesLeaveOnlyTokensOfCurrentCredentials(t *testing.T) {
+	e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true})
+	e.mustDo(logical.CreateOperation, "roles/o", map[string]any{"token_reuse": true, "client_id": roleClientID, "client_secret": roleClientSecret})
+	do := func(op logical.Operation, path string, data map[string]any) {
+		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage})
+		e.noteTokens(resp)
+	}
+	const rounds = 60
+	var writers, readers sync.WaitGroup
+	// The config moves between two credentials, role o between its own
+	// and the config's, tokens are purged and the periodic call runs,
+	// while readers read both roles throughout.
+	writers.Go(func() {
+		for i := range rounds {
+			creds := [][2]string{{testClientID, testClientSecret}, {roleClientID, roleClientSecret}}[i%2]
+			do(logical.UpdateOperation, "config", map[string]any{"url": e.server.URL, "client_id": creds[0], "client_secret": creds[1]})
+		}
+	})
+	writers.Go(func() {
+		for i := range rounds {
+			data := map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret}
+			if i%2 == 0 {
+				data = map[string]any{"client_id": ""}
+			}
+			do(logical.PatchOperation, "roles/o", data)
+		}
+	})
+	writers.Go(func() {
+		for i := range rounds {
+			do(logical.DeleteOperation, []string{"tokens/r", "tokens/o", "tokens"}[i%3], nil)
+		}
+	})
+	writers.Go(func() {
+		for range rounds {
+			_ = e.b.periodic(context.Background(), &logical.Request{Operation: logical.RollbackOperation, Storage: e.storage})
+		}
+	})
+	stop := make(chan struct{})
+	for range 6 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				do(logical.ReadOperation, "creds/r", nil)
+				do(logical.ReadOperation, "creds/o", nil)
+			}
+		})
+	}
+	writers.Wait()
+	close(stop)
+	readers.Wait()
+	e.settle("r", "o")
+	e.b.Cleanup(context.Background())
+	for _, role := range []string{"r", "o"} {
+		e.assertStoresOnlyCurrentCredential(role)
+	}
+}
