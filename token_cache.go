@@ -225,6 +225,15 @@ func (c *tokenCache) accept(fingerprint string, sent time.Time) {
 	}
 }
 
+// rejectedSince reports whether Piwik PRO rejected the credential
+// fingerprint at or after sent, and no mint with it succeeded since.
+func (c *tokenCache) rejectedSince(fingerprint string, sent time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.rejected[fingerprint]
+	return ok && !at.Before(sent)
+}
+
 // isRejected reports whether Piwik PRO rejected the credential fingerprint
 // and no mint with it succeeded since.
 func (c *tokenCache) isRejected(fingerprint string) bool {

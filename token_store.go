@@ -174,6 +174,16 @@ func (b *backend) keepToken(role string, ct cachedToken, gen uint64) {
 	}
 	if err != nil {
 		b.Logger().Warn("could not store a minted token; it stays cached on this node only", "role", role, "error", err.Error())
+		return
+	}
+	// Piwik PRO may have rejected the credential while the token was being
+	// stored, and the scan that deletes its stored tokens (dropRejected)
+	// listed storage before the token was there: it is deleted here
+	// instead, so that no start after this one loads it.
+	if b.tokens.rejectedSince(ct.fingerprint, ct.sent) {
+		if err := b.storage.Delete(ctx, entry.Key); err != nil {
+			b.Logger().Warn("could not delete the stored token of a rejected credential", "role", role, "error", err.Error())
+		}
 	}
 }
 

@@ -312,9 +312,10 @@ func TestTokenStore_aRejectionDeletesTheStoredTokensOfTheCredential(t *testing.T
 	})
 }
 
-// stallingStorage stalls the next Get or Put of a chosen key until the test
-// releases it, and tells the test when it is paused. A paused Get has
-// already read the entry, as a read that raced a write would have.
+// stallingStorage stalls the next Get, Put or List of a chosen key until
+// the test releases it, and tells the test when it is paused. A paused Get
+// or List has already read storage, as a read that raced a write would
+// have.
 type stallingStorage struct {
 	logical.Storage
 	mu     sync.Mutex
@@ -331,7 +332,7 @@ func newStallingStorage() *stallingStorage {
 	return &stallingStorage{Storage: &logical.InmemStorage{}, pauses: make(map[string]*storagePause)}
 }
 
-// pauseNext pauses the next call op ("get" or "put") of key.
+// pauseNext pauses the next call op ("get", "put" or "list") of key.
 func (s *stallingStorage) pauseNext(op, key string) *storagePause {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -360,6 +361,12 @@ func (s *stallingStorage) Get(ctx context.Context, key string) (*logical.Storage
 func (s *stallingStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
 	s.wait("put", entry.Key)
 	return s.Storage.Put(ctx, entry)
+}
+
+func (s *stallingStorage) List(ctx context.Context, prefix string) ([]string, error) {
+	keys, err := s.Storage.List(ctx, prefix)
+	s.wait("list", prefix)
+	return keys, err
 }
 
 // fingerprintNow is the fingerprint role resolves to now ("" for none).
@@ -536,5 +543,36 @@ func TestTokenStore_concurrentReadsWritesPurgesAndRefreshesLeaveOnlyTokensOfCurr
 	e.b.Cleanup(context.Background())
 	for _, role := range []string{"r", "o"} {
 		e.assertStoresOnlyCurrentCredential(role)
+	}
+}
+
+func TestTokenStore_aTokenBeingStoredWhenItsCredentialIsRejectedDoesNotStayStored(t *testing.T) {
+	storage := newStallingStorage()
+	e := newEnvWithRole(t, "a", map[string]any{"token_reuse": true, "client_id": roleClientID, "client_secret": roleClientSecret}, withStorage(storage))
+	e.mustDo(logical.CreateOperation, "roles/b", map[string]any{"token_reuse": true, "client_id": roleClientID, "client_secret": roleClientSecret})
+	// b's token is minted and being stored when the credential is deleted
+	// in Piwik PRO and a read of a meets the rejection; the scan that drops
+	// the credential's stored tokens lists storage before b's store ends.
+	stored := storage.pauseNext("put", tokenStoragePrefix+"b")
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/b", Storage: e.storage})
+		e.noteTokens(resp)
+	}()
+	<-stored.reached
+	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
+	listed := storage.pauseNext("list", tokenStoragePrefix)
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/a", nil)); status != http.StatusBadGateway {
+		t.Fatalf("read of a after the deletion: %d, want 502", status)
+	}
+	<-listed.reached
+	close(listed.release)
+	close(stored.release)
+	<-read
+	e.b.backgroundWork.Wait()
+	// A restart forgets the rejection; storage must not hold the token.
+	if ct, _ := e.b.readStoredToken(context.Background(), "b"); ct != nil {
+		t.Error("storage keeps a token minted before its credential was rejected: the next start serves it")
 	}
 }
