@@ -35,8 +35,11 @@ $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 $(BIN)/vault-v%: tools/compat/vault-v%/go.mod tools/compat/vault-v%/go.sum tools/compat/vault-v%/main.go
 	cd tools/compat/vault-v$* && $(GO) build -trimpath -ldflags "-s -w" -o $@ .
 
-dev: build standin vault
-	VERSION=$(VERSION) scripts/dev.sh
+# scripts/dev.sh runs an installed Vault when it finds a supported one
+# (VAULT_BINARY, else vault on PATH) and builds the pinned one (make vault)
+# only otherwise.
+dev: build standin
+	VERSION=$(VERSION) MAKE="$(MAKE)" GO="$(GO)" scripts/dev.sh
 
 dev-stop:
 	scripts/dev-stop.sh
