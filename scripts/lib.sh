@@ -59,9 +59,10 @@ sha256_of() {
 
 # vault_release VAULT prints the release of the Vault binary VAULT as
 # MAJOR.MINOR.PATCH ("1.21.0" for "Vault v1.21.0 ('…'), built …", also for
-# "v1.19.4+ent"), or nothing when it does not say.
+# "v1.19.4+ent"), or nothing when it does not say (or does not run).
 vault_release() {
-	"$1" version 2>/dev/null | sed -n 's/^Vault v\([0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -n 1
+	{ "$1" version 2>/dev/null || true; } |
+		sed -n 's/^Vault v\([0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -n 1
 }
 
 # version_at_least A B succeeds when the release A (MAJOR.MINOR.PATCH) is B
