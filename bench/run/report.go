@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
 // results is everything a run measured, for the report.
@@ -48,7 +49,7 @@ type targetRow struct {
 
 func newResults(cfg config) *results {
 	return &results{
-		cfg: cfg, started: time.Now(), loadBefore: loadAverage(),
+		cfg: cfg, started: time.Now(), loadBefore: harness.LoadAverage(),
 		tallies: map[string]map[string]*tally{},
 	}
 }
@@ -79,43 +80,10 @@ func machineInfo(vaultBin string) string {
 			}
 		}
 	}
-	mem := memStatusFile("/proc/meminfo", "MemTotal")
-	vaultVersion := "unknown"
-	if out, err := exec.Command(vaultBin, "version").Output(); err == nil {
-		if f := strings.Fields(string(out)); len(f) >= 2 {
-			vaultVersion = strings.TrimSuffix(f[1], ",")
-		}
-	}
+	mem := harness.MemTotal()
+	vaultVersion := harness.VaultVersion(vaultBin)
 	return fmt.Sprintf("%d cores (%s), %.0f GiB RAM; %s; Vault %s; plugin %s",
 		runtime.NumCPU(), model, float64(mem)/(1<<30), runtime.Version(), vaultVersion, pluginVersion)
-}
-
-// memStatusFile reads a "Name: N kB" field of a /proc file, in bytes.
-func memStatusFile(path, field string) int64 {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if name, rest, ok := strings.Cut(line, ":"); ok && name == field {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // --- rendering ------------------------------------------------------------
@@ -160,7 +128,7 @@ func (r *results) render() string {
 	p("- load: %d concurrent clients (plain HTTP/1.1, one keep-alive connection each, no retries); each scenario measured in %d rounds of %s, the scenarios of one Vault set-up interleaved, after a %s warm-up in the first round\n",
 		cfg.concurrency, cfg.rounds, cfg.slice(), cfg.warmup)
 	p("- every number is a whole-system number: the load generator, Vault (all nodes), both plugins and the Piwik PRO stand-in share the machine's %d cores\n", runtime.NumCPU())
-	p("- load average (1, 5, 15 min) before the run: %s; after: %s\n", r.loadBefore, loadAverage())
+	p("- load average (1, 5, 15 min) before the run: %s; after: %s\n", r.loadBefore, harness.LoadAverage())
 	for _, t := range r.setupTimes {
 		p("- %s: %s, set-up included\n", t.what, t.took.Round(time.Second))
 	}
