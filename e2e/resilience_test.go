@@ -184,7 +184,7 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 	var requests int64
 	var perPhase []string
 	for _, p := range sched.Phases {
-		n := p.requests(st.clientID)
+		n := p.Requests(st.clientID)
 		requests += n
 		perPhase = append(perPhase, fmt.Sprintf("%s %d", p.Name, n))
 	}
@@ -195,7 +195,7 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 	if requests == 0 {
 		t.Error("no token request during the outage: the role did not even try to refresh its token")
 	}
-	if c := st.clients(t).byID(st.clientID); c.PeakInFlight > 1 {
+	if c := st.clients(t).ByID(st.clientID); c.PeakInFlight > 1 {
 		t.Errorf("%d token requests of one role were in flight at once; its refreshes share one", c.PeakInFlight)
 	}
 	t.Logf("outage of %s (%s) with a %s token (reuse_min_remaining %s, stale floor %s): %d reads, %d failed, %d inside the outage, "+
@@ -255,7 +255,7 @@ func TestRateLimitWindowSendsOneRequest(t *testing.T) {
 	if n := m.RequestsNotSent - metricsBefore.RequestsNotSent; n != 9 || m.NotSentByKind["rate_limited"]-metricsBefore.NotSentByKind["rate_limited"] != 9 {
 		t.Errorf("metrics: requests_not_sent grew by %d (by kind now: %v), want 9 rate_limited", n, m.NotSentByKind)
 	}
-	if c := st.clients(t).byID(st.clientID); c.Violations != 0 || c.RateLimitWindows != 1 {
+	if c := st.clients(t).ByID(st.clientID); c.Violations != 0 || c.RateLimitWindows != 1 {
 		t.Errorf("stand-in: %d 429s sent, %d requests inside their window; want 1 and 0", c.RateLimitWindows, c.Violations)
 	}
 }
