@@ -117,8 +117,8 @@ func randomString(t *testing.T, n int) string {
 	return harness.RandomString(n)
 }
 
-// jwtExpiry returns the exp claim of a JWT, read without verifying it.
-func jwtExpiry(t *testing.T, token string) time.Time {
+// jwtClaims returns the claims of a JWT, read without verifying it.
+func jwtClaims(t *testing.T, token string) map[string]any {
 	t.Helper()
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -128,13 +128,21 @@ func jwtExpiry(t *testing.T, token string) time.Time {
 	if err != nil {
 		t.Fatalf("JWT payload: %v", err)
 	}
-	var claims struct {
-		Exp int64 `json:"exp"`
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatalf("JWT payload: %v", err)
 	}
-	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == 0 {
-		t.Fatalf("JWT payload has no exp claim (err %v)", err)
+	return claims
+}
+
+// jwtExpiry returns the exp claim of a JWT, read without verifying it.
+func jwtExpiry(t *testing.T, token string) time.Time {
+	t.Helper()
+	exp, _ := jwtClaims(t, token)["exp"].(float64)
+	if exp == 0 {
+		t.Fatal("JWT payload has no exp claim")
 	}
-	return time.Unix(claims.Exp, 0)
+	return time.Unix(int64(exp), 0)
 }
 
 // httpClient is for requests a test sends itself.
@@ -375,10 +383,8 @@ func (c *raftCluster) ids() []string { return c.h.IDs() }
 // running returns the nodes whose process runs.
 func (c *raftCluster) running() []*raftNode {
 	var out []*raftNode
-	for _, n := range c.nodes {
-		if !n.proc.exited() {
-			out = append(out, n)
-		}
+	for _, hn := range c.h.Running() {
+		out = append(out, c.node(hn))
 	}
 	return out
 }

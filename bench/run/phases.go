@@ -45,27 +45,34 @@ func (h *benchRun) burst(d *deployment, e entry) error {
 			return err
 		}
 		step("%s: %d clients read the cold role %s (%s) at once", e.title, h.cfg.burst, role, mode)
-		up0, err := h.tokenRequests()
-		if err != nil {
-			return err
-		}
-		res, err := loadgen.Run(h.ctx, loadgen.Options{
+		res, upstream, err := h.runCounting(loadgen.Options{
 			Addr: e.node.Addr, Token: d.token, Path: "piwik/creds/" + role,
 			Concurrency: h.cfg.burst, Duration: time.Minute, Reads: int64(4 * h.cfg.burst),
 		})
 		if err != nil {
 			return err
 		}
-		up1, err := h.tokenRequests()
-		if err != nil {
-			return err
-		}
 		h.results.bursts = append(h.results.bursts, burstResult{
 			entry: e.title, mode: mode, clients: h.cfg.burst, reads: res.Reads, errors: res.Errors,
-			upstream: up1 - up0, firstError: res.FirstError, readsPerSecond: res.ReadsPerSecond(),
+			upstream: upstream, firstError: res.FirstError, readsPerSecond: res.ReadsPerSecond(),
 		})
 	}
 	return nil
+}
+
+// runCounting runs the load opts describes and returns its result with
+// how many token requests the stand-in answered meanwhile.
+func (h *benchRun) runCounting(opts loadgen.Options) (loadgen.Result, int64, error) {
+	up0, err := h.tokenRequests()
+	if err != nil {
+		return loadgen.Result{}, 0, err
+	}
+	res, err := loadgen.Run(h.ctx, opts)
+	if err != nil {
+		return res, 0, err
+	}
+	up1, err := h.tokenRequests()
+	return res, up1 - up0, err
 }
 
 func modeName(leased bool) string {
@@ -114,26 +121,18 @@ func (h *benchRun) memoryRuns(d *deployment) error {
 			return fmt.Errorf("expected one %s process, found %v", pluginName, pids)
 		}
 		harness.ResetPeak(pids[0])
-		up0, err := h.tokenRequests()
-		if err != nil {
-			return err
-		}
 		step("memory (%s): %d reads of piwik/creds/%s{0..%d}, round-robin, %d clients", mode, h.cfg.rssReads, prefix, h.cfg.rssRoles-1, h.cfg.concurrency)
-		res, err = loadgen.Run(h.ctx, loadgen.Options{
+		res, upstream, err := h.runCounting(loadgen.Options{
 			Addr: d.active().Addr, Token: d.token, Path: "piwik/creds/" + prefix + "{i}", Spread: h.cfg.rssRoles,
 			Reads: int64(h.cfg.rssReads), Concurrency: h.cfg.concurrency, Duration: loadgen.MaxDuration,
 		})
 		if err != nil {
 			return err
 		}
-		up1, err := h.tokenRequests()
-		if err != nil {
-			return err
-		}
 		h.results.memory = append(h.results.memory, memoryResult{
 			mode: mode, roles: h.cfg.rssRoles, reads: res.Reads, errors: res.Errors,
 			readsPerSecond: res.ReadsPerSecond(), p99: loadgen.Percentile(res.Latencies, 0.99),
-			upstream: up1 - up0, rss: memStatus(pids[0], "VmRSS"), hwm: memStatus(pids[0], "VmHWM"),
+			upstream: upstream, rss: memStatus(pids[0], "VmRSS"), hwm: memStatus(pids[0], "VmHWM"),
 			firstError: res.FirstError,
 		})
 	}

@@ -155,24 +155,29 @@ func (r *results) renderScenarios(p printer) {
 	p("## Throughput and latency\n\n")
 	p("| Vault | scenario | path | reads | reads/s | p50 ms | p90 ms | p99 ms | errors | upstream token requests |\n")
 	p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, e := range r.entries {
-		for _, s := range allScenarios {
-			t := r.tally(e.key, s.key)
-			p("| %s | %s | `%s` | %d | %.0f | %.2f | %.2f | %.2f | %d | %d |\n",
-				e.title, s.title, s.path, t.reads, t.readsPerSecond(), ms(t.p(0.5)), ms(t.p(0.9)), ms(t.p(0.99)),
-				t.errors+t.warmupErrors, t.upstream)
-		}
-	}
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		p("| %s | %s | `%s` | %d | %.0f | %.2f | %.2f | %.2f | %d | %d |\n",
+			e.title, s.title, s.path, t.reads, t.readsPerSecond(), ms(t.p(0.5)), ms(t.p(0.9)), ms(t.p(0.99)),
+			t.errors+t.warmupErrors, t.upstream)
+	})
 	p("\nReads and reads/s are the measured slices; errors and upstream token requests include the warm-up.")
 	for _, a := range r.after {
 		p(" %s: after its scenarios the active node held %d leases in %s MiB (VmRSS).", a.title, a.leases, mib(a.rss))
 	}
 	p("\n\n")
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		if t.firstError != "" {
+			p("First error of %s, %s: `%s`\n\n", e.title, s.title, t.firstError)
+		}
+	})
+}
+
+// eachTally calls f with the tally of every scenario on every entry, in
+// the report's order.
+func (r *results) eachTally(f func(e entry, s scenario, t *tally)) {
 	for _, e := range r.entries {
 		for _, s := range allScenarios {
-			if t := r.tally(e.key, s.key); t.firstError != "" {
-				p("First error of %s, %s: `%s`\n\n", e.title, s.title, t.firstError)
-			}
+			f(e, s, r.tally(e.key, s.key))
 		}
 	}
 }
@@ -241,19 +246,16 @@ func (r *results) renderCPU(p printer) {
 	p("Microseconds of CPU (user and system) each process spent per request, warm-up included; Vault is the sum over its nodes.\n\n")
 	p("| Vault | scenario | Vault | piwik plugin | baseline plugin | stand-in | load generator | total |\n")
 	p("|---|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, e := range r.entries {
-		for _, s := range allScenarios {
-			t := r.tally(e.key, s.key)
-			var total time.Duration
-			p("| %s | %s |", e.title, s.title)
-			for _, k := range cpuKinds {
-				c := t.cpuPerRead(k)
-				total += c
-				p(" %d |", c.Microseconds())
-			}
-			p(" %d |\n", total.Microseconds())
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		var total time.Duration
+		p("| %s | %s |", e.title, s.title)
+		for _, k := range cpuKinds {
+			c := t.cpuPerRead(k)
+			total += c
+			p(" %d |", c.Microseconds())
 		}
-	}
+		p(" %d |\n", total.Microseconds())
+	})
 	p("\n")
 }
 
@@ -265,19 +267,16 @@ func (r *results) renderUpstream(p printer) {
 	p("What the stand-in counted against the reads that caused them. A token_reuse role must cost one request per token life (30 minutes here, longer than a run) on each Vault, whatever the concurrency; a role without it one request per read.\n\n")
 	p("| Vault | scenario | requests sent (warm-up included) | errors | upstream token requests | expected |\n")
 	p("|---|---|---:|---:|---:|---|\n")
-	for _, e := range r.entries {
-		for _, s := range allScenarios {
-			if s.plugin != pluginName {
-				continue
-			}
-			t := r.tally(e.key, s.key)
-			want := fmt.Sprintf("%d (one per read)", t.requests())
-			if s.reuse {
-				want = "1 per Vault set-up, in its first scenario on this role"
-			}
-			p("| %s | %s | %d | %d | %d | %s |\n", e.title, s.title, t.requests(), t.errors+t.warmupErrors, t.upstream, want)
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		if s.plugin != pluginName {
+			return
 		}
-	}
+		want := fmt.Sprintf("%d (one per read)", t.requests())
+		if s.reuse {
+			want = "1 per Vault set-up, in its first scenario on this role"
+		}
+		p("| %s | %s | %d | %d | %d | %s |\n", e.title, s.title, t.requests(), t.errors+t.warmupErrors, t.upstream, want)
+	})
 	for _, bu := range r.bursts {
 		p("| %s | cold token_reuse role, %s, %d clients at once | %d | %d | %d | 1 |\n",
 			bu.entry, bu.mode, bu.clients, bu.reads+bu.errors, bu.errors, bu.upstream)
