@@ -169,7 +169,7 @@ func acceptanceWrongSecret(t *testing.T, env *devEnv, acct piwikAccount) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("config write with a wrong secret: HTTP %d, want 400: %s", resp.StatusCode, redact(msg))
 	}
-	for _, want := range []string{"rejected the client credentials", "invalid_client"} {
+	for _, want := range []string{msgCredentialsRejected, "invalid_client"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("config write with a wrong secret: error %q does not say %q", redact(msg), want)
 		}

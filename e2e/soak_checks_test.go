@@ -253,11 +253,6 @@ func (sk *soak) roleByClient(clientID string) soakRole {
 	return soakRole{}
 }
 
-// isStale reports whether r was served a cached token during an outage.
-func isStale(r credsRead) bool {
-	return strings.Contains(strings.Join(r.warnings, "\n"), staleWarning)
-}
-
 // failureCause names why a read failed, from the plugin's message.
 func failureCause(err error) string {
 	msg := err.Error()
@@ -267,13 +262,13 @@ func failureCause(err error) string {
 		status = respErr.StatusCode
 	}
 	for _, c := range []struct{ text, cause string }{
-		{"rejected the client credentials", "credentials"},
-		{"waiting out Piwik PRO's rate limit", "429, not sent"},
-		{"rate limited the token request", "429"},
-		{"this credential is backing off", "backing off, not sent"},
-		{"Piwik PRO failed with HTTP", "5xx"},
-		{"Piwik PRO is unreachable", "unreachable"},
-		{"Piwik PRO timed out", "timeout"},
+		{msgCredentialsRejected, "credentials"},
+		{msgWaitingOutRateLimit, "429, not sent"},
+		{msgRateLimited, "429"},
+		{msgBackingOff, "backing off, not sent"},
+		{msgUpstreamStatus, "5xx"},
+		{msgUnreachable, "unreachable"},
+		{msgTimedOut, "timeout"},
 	} {
 		if strings.Contains(msg, c.text) {
 			return c.cause

@@ -29,8 +29,8 @@ const (
 )
 
 // settleTime is how long after the readers pause every mint they started
-// has ended: the plugin bounds one by request_timeout (10s by default).
-const settleTime = 11 * time.Second
+// has ended: the plugin bounds one by request_timeout.
+const settleTime = defaultRequestTimeout + time.Second
 
 // quietPhase is the least duration of the normal phase in which the plugin
 // is first measured idle: the settle time and three measurements.
@@ -54,7 +54,7 @@ func newSoakPlan(d time.Duration) soakPlan {
 		phase("429 burst", sec(10), map[string]any{"kind": "rate_limit", "retry_after": retryAfter}),
 		phase("normal", sec(15), nil),
 		// Slower than usual but within one attempt's share of the
-		// request_timeout (a third of 10s): the minting roles' requests
+		// request_timeout (a third of it): the minting roles' requests
 		// pile up to the cap.
 		phase("slow 2s", sec(15), map[string]any{"kind": "slow", "delay_ms": 2000}),
 		// A 429 while slow replies are still on their way: their success

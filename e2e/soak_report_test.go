@@ -34,8 +34,8 @@ func (sk *soak) report() string {
 		harness.VaultVersion(suite.vaultBin), pluginVersion.version)
 	fmt.Fprintf(&b, "- machine: %d cores, shared with other jobs; load average (1, 5, 15 min) before: %s; after: %s\n",
 		runtime.NumCPU(), sk.loadBefore, harness.LoadAverage())
-	fmt.Fprintf(&b, "- tokens: lifetime %s; token_reuse roles: reuse_min_remaining %s, stale floor %s; config: request_timeout 10s, max_retries 3\n",
-		p.lifetime, p.minRemaining, staleFloor(p.lifetime))
+	fmt.Fprintf(&b, "- tokens: lifetime %s; token_reuse roles: reuse_min_remaining %s, stale floor %s; config: request_timeout %s, max_retries %d\n",
+		p.lifetime, p.minRemaining, staleFloor(p.lifetime), defaultRequestTimeout, defaultMaxRetries)
 	fmt.Fprintf(&b, "- reload: `vault plugin reload -type=secret -plugin=%s` at %s took %s; plugin pid %v before, %v after\n\n",
 		pluginName, sk.offset(sk.reloadStart), sk.reloadEnd.Sub(sk.reloadStart).Round(time.Millisecond), sk.pidsBefore, sk.pidsAfter)
 

@@ -13,11 +13,6 @@ import (
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
-const (
-	pluginName = "vault-plugin-secrets-piwik"
-	module     = "github.com/piwik-vault/vault-plugin-secrets-piwik"
-)
-
 // vaultServer is a running Vault server and what the CLI needs to talk to
 // it.
 type vaultServer struct {
