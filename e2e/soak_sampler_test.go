@@ -138,22 +138,17 @@ func (sk *soak) sample() {
 		}
 	}
 	sk.mu.Unlock()
-	var stats standinCounters
-	if err := sk.st.getJSON("/_standin/stats", &stats); err != nil {
-		errs = append(errs, err)
-	}
+	stats, err := sk.st.api().Stats()
+	errs = append(errs, err)
 	s.tokenRequests = stats.TokenRequests
-	var clients standinClients
-	if err := sk.st.getJSON("/_standin/clients", &clients); err != nil {
-		errs = append(errs, err)
-	}
+	clients, err := sk.st.api().Clients()
+	errs = append(errs, err)
 	for _, c := range clients.Clients {
 		s.windows += c.RateLimitWindows
 		s.violations += c.Violations
 		s.peakInFlight = max(s.peakInFlight, c.PeakInFlight)
 	}
 	if pids := sk.pluginPIDs(); len(pids) == 1 {
-		var err error
 		s.plugin, err = measurePlugin(pids[0], sk.st.url)
 		errs = append(errs, err)
 	} else {
