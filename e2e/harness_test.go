@@ -52,9 +52,6 @@ func startProcess(name, logPath, dir string, env []string, bin string, args ...s
 // without the Piwik PRO account of the acceptance test.
 func baseEnv() []string { return harness.CleanEnv() }
 
-// exited reports whether the process has ended.
-func (p *process) exited() bool { return p.Exited() }
-
 // stop ends the process group: SIGTERM, then SIGKILL after a grace period.
 func (p *process) stop() {
 	p.Stop()
@@ -161,7 +158,6 @@ type standin struct {
 type (
 	standinCounters = standinpkg.Stats
 	standinClients  = standinpkg.ClientsReport
-	standinClient   = standinpkg.ClientReport
 	scheduleReport  = standinpkg.ScheduleReport
 	phaseRun        = standinpkg.PhaseReport
 	issuedToken     = standinpkg.IssuedToken
@@ -251,12 +247,6 @@ func (s *standin) mintDirectly(t *testing.T) tokenResponse {
 	return tr
 }
 
-// getJSON decodes the JSON answer of GET path on the stand-in into out. It
-// returns errors instead of failing a test, for goroutines that sample.
-func (s *standin) getJSON(path string, out any) error {
-	return s.api().GetJSON(path, out)
-}
-
 // stats reads the stand-in's counters.
 func (s *standin) stats(t *testing.T) standinCounters {
 	t.Helper()
@@ -310,9 +300,6 @@ type raftCluster struct {
 	token     string // root token
 	h         *harness.Cluster
 }
-
-// raftPeer is one server in the raft configuration.
-type raftPeer = harness.Peer
 
 // clusterWait bounds every wait for the cluster: a start, an election, a
 // node catching up.
@@ -407,14 +394,6 @@ func (c *raftCluster) waitActive(t *testing.T) *raftNode {
 	active, err := c.h.WaitActive()
 	must(t, err)
 	return c.node(active)
-}
-
-// peers returns the raft configuration as via sees it.
-func (c *raftCluster) peers(t *testing.T, via *raftNode) []raftPeer {
-	t.Helper()
-	peers, err := c.h.Peers(via.h)
-	must(t, err)
-	return peers
 }
 
 // waitVoters waits until the raft configuration holds exactly the nodes
