@@ -224,9 +224,7 @@ func (s *standin) addCredential(t *testing.T, clientID string) string {
 // me calls GET /api/users/v2/me with token and returns the status code.
 func (s *standin) me(t *testing.T, token string) int {
 	t.Helper()
-	code, err := s.api().Me(token)
-	must(t, err)
-	return code
+	return read(t, func() (int, error) { return s.api().Me(token) })
 }
 
 // requireTokenWorks fails t unless the stand-in accepts token.
@@ -241,42 +239,41 @@ func (s *standin) requireTokenWorks(t *testing.T, what, token string) {
 // the stand-in currently issues.
 func (s *standin) mintDirectly(t *testing.T) tokenResponse {
 	t.Helper()
-	tr, err := s.api().Mint()
-	must(t, err)
+	tr := read(t, s.api().Mint)
 	rememberSecret(t, "access token minted directly by "+t.Name(), tr.AccessToken)
 	return tr
+}
+
+// read returns what get reads, and fails t when it cannot.
+func read[T any](t *testing.T, get func() (T, error)) T {
+	t.Helper()
+	v, err := get()
+	must(t, err)
+	return v
 }
 
 // stats reads the stand-in's counters.
 func (s *standin) stats(t *testing.T) standinCounters {
 	t.Helper()
-	c, err := s.api().Stats()
-	must(t, err)
-	return c
+	return read(t, s.api().Stats)
 }
 
 // clients reads the stand-in's records of every client id.
 func (s *standin) clients(t *testing.T) standinClients {
 	t.Helper()
-	c, err := s.api().Clients()
-	must(t, err)
-	return c
+	return read(t, s.api().Clients)
 }
 
 // scheduleReport reads the stand-in's phase runs so far.
 func (s *standin) scheduleReport(t *testing.T) scheduleReport {
 	t.Helper()
-	r, err := s.api().ScheduleReport()
-	must(t, err)
-	return r
+	return read(t, s.api().ScheduleReport)
 }
 
 // issued reads when the stand-in sent each token to clientID.
 func (s *standin) issued(t *testing.T, clientID string) []issuedToken {
 	t.Helper()
-	tokens, err := s.api().Issued(clientID)
-	must(t, err)
-	return tokens
+	return read(t, func() ([]issuedToken, error) { return s.api().Issued(clientID) })
 }
 
 // raftNode is one server of a Vault cluster on integrated storage. Its
