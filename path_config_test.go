@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 func TestConfig_readBeforeWriteReturnsNothing(t *testing.T) {

@@ -24,8 +24,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log"
@@ -36,6 +34,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
 const (
@@ -70,8 +70,8 @@ type config struct {
 
 func (c config) slice() time.Duration { return c.duration / time.Duration(c.rounds) }
 
-// harness is one run.
-type harness struct {
+// benchRun is one run.
+type benchRun struct {
 	cfg         config
 	vaultBin    string
 	pluginBin   string
@@ -79,9 +79,8 @@ type harness struct {
 	standinBin  string
 	work        string
 
-	standin       *proc
-	standinURL    string
-	standinSecret string
+	lab     *harness.Lab
+	standin *harness.Standin
 
 	ctx      context.Context
 	results  *results
@@ -92,20 +91,21 @@ func main() {
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx)
+	lab := &harness.Lab{BaseEnv: []string{"PATH=" + os.Getenv("PATH")}, Logf: step}
+	err := run(ctx, lab)
 	stop()
-	stopAll()
+	lab.StopAll()
 	if err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context) error {
+func run(ctx context.Context, lab *harness.Lab) error {
 	cfg, err := readConfig()
 	if err != nil {
 		return err
 	}
-	h := &harness{cfg: cfg, ctx: ctx, results: newResults(cfg)}
+	h := &benchRun{cfg: cfg, ctx: ctx, lab: lab, results: newResults(cfg)}
 	for _, b := range []struct {
 		dst *string
 		env string
@@ -118,6 +118,7 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", b.env, err)
 		}
 	}
+	lab.VaultBin, lab.StandinBin = h.vaultBin, h.standinBin
 	if v := os.Getenv("PLUGIN_VERSION"); v != "" {
 		pluginVersion = v
 	}
@@ -132,7 +133,7 @@ func run(ctx context.Context) error {
 	}
 	ok := false
 	defer func() {
-		stopAll()
+		lab.StopAll()
 		if ok {
 			os.RemoveAll(h.work)
 		} else {
@@ -169,7 +170,7 @@ func run(ctx context.Context) error {
 
 // runTarget starts one Vault set-up, runs everything that belongs to it
 // and stops it.
-func (h *harness) runTarget(target string) error {
+func (h *benchRun) runTarget(target string) error {
 	var (
 		d       *deployment
 		entries []entry
@@ -233,30 +234,10 @@ func (h *harness) runTarget(target string) error {
 // startStandin starts the Piwik PRO stand-in on a free loopback port. It
 // serves every Vault set-up; its secret never leaves this process and the
 // stand-in's environment.
-func (h *harness) startStandin() error {
-	h.standinSecret = randomString()
-	addrFile := filepath.Join(h.work, "standin.addr")
-	logPath := filepath.Join(h.work, "standin.log")
-	step("starting the Piwik PRO stand-in (log: %s)", logPath)
+func (h *benchRun) startStandin() error {
 	var err error
-	h.standin, err = startProc("stand-in", logPath,
-		[]string{"PATH=" + os.Getenv("PATH"), "PIWIK_STANDIN_CLIENT_SECRET=" + h.standinSecret},
-		h.standinBin, "-listen", "127.0.0.1:0", "-client-id", standinClientID, "-addr-file", addrFile, "-quiet")
-	if err != nil {
-		return err
-	}
-	err = waitFor(15*time.Second, 50*time.Millisecond, h.standin, func() (bool, error) {
-		return fileSize(addrFile) > 0, nil
-	})
-	if err != nil {
-		return h.standin.failure("did not start: " + err.Error())
-	}
-	data, err := os.ReadFile(addrFile)
-	if err != nil {
-		return err
-	}
-	h.standinURL = strings.TrimSpace(string(data))
-	return nil
+	h.standin, err = h.lab.StartStandin(harness.StandinSpec{Dir: h.work, Name: "standin", ClientID: standinClientID, Quiet: true})
+	return err
 }
 
 // readConfig reads the knobs. BENCH_MODE=quick changes the defaults to a
@@ -335,11 +316,4 @@ func readConfig() (config, error) {
 // step prints what the harness is about to do.
 func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
-}
-
-// randomString is 32 random URL-safe characters.
-func randomString() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
 }
