@@ -79,6 +79,7 @@ func TestHAClusterFailoverSealUpgrade(t *testing.T) {
 	if n := st.stats(t).TokenRequests - before; n != 0 {
 		t.Errorf("reads of a token_reuse role after the failover made %d token requests, want 0", n)
 	}
+	leader.vault(t, "delete", "piwik/roles/warm")
 	for _, n := range c.running() {
 		h.requireIntact(n)
 		h.requireCreds(n)
