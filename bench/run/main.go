@@ -14,8 +14,10 @@
 // minting per read) and records throughput, latency, errors, the stand-in's
 // token requests and the CPU each process spent. Then it measures what
 // operators size for: the plugin's memory after many reads over many roles
-// (dev), what one outstanding lease costs Vault in memory and on disk, and
-// the lease count a steady read rate settles at (raft). It writes the
+// (dev), whether a reader of a token_reuse role ever waits for Piwik PRO at
+// a token rollover, densely or sparsely read (dev), what one outstanding
+// lease costs Vault in memory and on disk, and the lease count a steady
+// read rate settles at (raft). It writes the
 // report to $BENCH_OUT (bench/results/latest.md) and stdout.
 //
 // It stops every process it started when it ends, also on Ctrl-C. See
@@ -66,6 +68,10 @@ type config struct {
 	profileDir  string
 	strict      bool
 	out         string
+	// rolloverTime is how long the rollover phase reads; sparseReads how
+	// many reads the sparse reader makes after its first.
+	rolloverTime time.Duration
+	sparseReads  int
 }
 
 func (c config) slice() time.Duration { return c.duration / time.Duration(c.rounds) }
@@ -218,7 +224,9 @@ func (h *benchRun) runTarget(target string) error {
 	}
 	switch target {
 	case "dev":
-		err = h.memoryRuns(d)
+		if err = h.memoryRuns(d); err == nil {
+			err = h.rolloverRuns(d)
+		}
 	case "raft":
 		if err = h.leaseFootprint(d); err == nil {
 			err = h.steadyState(d)
@@ -256,6 +264,9 @@ func readConfig() (config, error) {
 		steadyRate:  50,
 		burst:       64,
 		out:         "bench/results/latest.md",
+
+		rolloverTime: 30 * time.Second,
+		sparseReads:  4,
 	}
 	switch mode := os.Getenv("BENCH_MODE"); mode {
 	case "", "full":
@@ -268,6 +279,8 @@ func readConfig() (config, error) {
 		c.rssReads = 10000
 		c.leases = 2000
 		c.steadyTTL = 8 * time.Second
+		c.rolloverTime = 10 * time.Second
+		c.sparseReads = 1
 	default:
 		return c, fmt.Errorf("BENCH_MODE is %q; want full or quick", mode)
 	}
@@ -299,6 +312,8 @@ func readConfig() (config, error) {
 	intKnob("BENCH_STEADY_RATE", &rate, 1)
 	c.steadyRate = float64(rate)
 	intKnob("BENCH_BURST", &c.burst, 2)
+	secondsKnob("BENCH_ROLLOVER", &c.rolloverTime, 1)
+	intKnob("BENCH_SPARSE_READS", &c.sparseReads, 0)
 	if v := os.Getenv("BENCH_TARGETS"); v != "" {
 		c.targets = strings.Split(v, ",")
 	}

@@ -23,6 +23,8 @@ type results struct {
 	after      []afterScenarios
 	bursts     []burstResult
 	memory     []memoryResult
+	rollover   *rolloverResult
+	sparse     *sparseResult
 	footprint  footprintResult
 	steady     steadyResult
 	setupTimes []phaseTime
@@ -139,6 +141,7 @@ func (r *results) render() string {
 	r.renderCPU(p)
 	r.renderUpstream(p)
 	r.renderMemory(p)
+	r.renderRollover(p)
 	r.renderFootprint(p)
 	r.renderSteady(p)
 	r.renderCapacity(p)
