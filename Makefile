@@ -27,8 +27,10 @@ version:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN_NAME) ./cmd/$(PLUGIN_NAME)
 
+# Without cgo, like the plugin: the two then share the compiled standard
+# library, and after the plugin only the stand-in's own packages compile.
 standin:
-	$(GO) build -trimpath -o $(BIN)/piwik-standin ./cmd/piwik-standin
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/piwik-standin ./cmd/piwik-standin
 
 # Building Vault from source is slow the first time (see README); the binary
 # is rebuilt only when its pinned module changes.
@@ -40,8 +42,11 @@ $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 $(BIN)/vault-v%: tools/compat/vault-v%/go.mod tools/compat/vault-v%/go.sum tools/compat/vault-v%/main.go
 	cd tools/compat/vault-v$* && $(GO) build -trimpath -ldflags "-s -w" -o $@ .
 
-dev: build standin vault
-	VERSION=$(VERSION) scripts/dev.sh
+# scripts/dev.sh runs an installed Vault when it finds a supported one
+# (VAULT_BINARY, else vault on PATH) and builds the pinned one (make vault)
+# only otherwise.
+dev: build standin
+	VERSION=$(VERSION) MAKE="$(MAKE)" GO="$(GO)" scripts/dev.sh
 
 dev-stop:
 	scripts/dev-stop.sh

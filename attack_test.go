@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 // The attacker's tests: a hostile upstream, an operator changing one field,

@@ -23,7 +23,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 const (

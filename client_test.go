@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 // newTestClient returns a Client for a stand-in served by httptest.

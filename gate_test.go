@@ -12,7 +12,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 // fakeClock is a clock the test moves by hand.

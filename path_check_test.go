@@ -15,7 +15,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 func TestCheck_reportsEachCredentialWithoutTokens(t *testing.T) {

@@ -122,23 +122,23 @@ func pathConfig(b *backend) []*framework.Path {
 					http.StatusOK: {{Description: "OK", Fields: configResponseFields}},
 				},
 			},
-			logical.CreateOperation: &framework.PathOperation{
+			logical.CreateOperation: verifiedWrite(&framework.PathOperation{
 				Callback: b.pathConfigWrite,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
 				Summary:   "Configure the connection to Piwik PRO.",
 				Responses: noContent,
-			},
-			logical.UpdateOperation: &framework.PathOperation{
+			}),
+			logical.UpdateOperation: verifiedWrite(&framework.PathOperation{
 				Callback: b.pathConfigWrite,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb: "configure",
 				},
 				Summary:   "Configure the connection to Piwik PRO.",
 				Responses: noContent,
-			},
-			logical.PatchOperation: &framework.PathOperation{
+			}),
+			logical.PatchOperation: verifiedWrite(&framework.PathOperation{
 				Callback: b.pathConfigWrite,
 				DisplayAttrs: &framework.DisplayAttributes{
 					OperationVerb:   "patch",
@@ -146,7 +146,7 @@ func pathConfig(b *backend) []*framework.Path {
 				},
 				Summary:   "Change some fields of the connection to Piwik PRO.",
 				Responses: noContent,
-			},
+			}),
 			logical.DeleteOperation: &framework.PathOperation{
 				Callback: b.pathConfigDelete,
 				DisplayAttrs: &framework.DisplayAttributes{
@@ -170,6 +170,17 @@ var configResponseFields = map[string]*framework.FieldSchema{
 	"ca_cert":            {Type: framework.TypeString, Description: "PEM bundle trusted for the url, if set."},
 	"verify_credentials": {Type: framework.TypeBool, Description: "Whether new credentials are checked by minting a token before they are stored."},
 	"max_retries":        {Type: framework.TypeInt, Description: "How often transient upstream failures are retried."},
+}
+
+// verifiedWrite marks op, a write that may call Piwik PRO before it stores
+// (verify_credentials), to be forwarded from a performance standby or
+// secondary to the active node before it runs. Vault would otherwise
+// forward it only at its storage write, after a first call to Piwik PRO,
+// and run it, and the call, again there.
+func verifiedWrite(op *framework.PathOperation) *framework.PathOperation {
+	op.ForwardPerformanceStandby = true
+	op.ForwardPerformanceSecondary = true
+	return op
 }
 
 // noContent documents an operation that returns nothing on success.

@@ -11,9 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 func TestConfig_readBeforeWriteReturnsNothing(t *testing.T) {
@@ -227,6 +228,23 @@ func TestConfig_requestTimeoutIsStoredAsGiven(t *testing.T) {
 		e.mustDo(logical.PatchOperation, "config", map[string]any{"request_timeout": tc.given})
 		if got := e.mustDo(logical.ReadOperation, "config", nil).Data["request_timeout"]; got != tc.want {
 			t.Errorf("request_timeout %#v stored as %v, want %d", tc.given, got, tc.want)
+		}
+	}
+}
+
+func TestWrites_thatCallPiwikPROForwardToTheActiveNodeBeforeTheyRun(t *testing.T) {
+	e := newEnv(t)
+	for _, path := range e.b.Paths {
+		for op, handler := range path.Operations {
+			props := handler.Properties()
+			verifies := (path.Pattern == "config" || path.Pattern == "roles/"+framework.GenericNameRegex("name")) &&
+				(op == logical.CreateOperation || op == logical.UpdateOperation || op == logical.PatchOperation)
+			if verifies && !(props.ForwardPerformanceStandby && props.ForwardPerformanceSecondary) {
+				t.Errorf("%s %s verifies with Piwik PRO but is not forwarded from standbys and secondaries", op, path.Pattern)
+			}
+			if !verifies && (props.ForwardPerformanceStandby || props.ForwardPerformanceSecondary) {
+				t.Errorf("%s %s is forwarded though it calls Piwik PRO only to read", op, path.Pattern)
+			}
 		}
 	}
 }

@@ -42,6 +42,8 @@ func pathMetrics(b *backend) []*framework.Path {
 							"tokens_minted":           {Type: framework.TypeInt64, Description: "Tokens Piwik PRO issued."},
 							"reuse_hits":              {Type: framework.TypeInt64, Description: "Reads served from the token cache of a token_reuse role."},
 							"stale_serves":            {Type: framework.TypeInt64, Description: "Reads served a still-valid cached token because a new one could not be had."},
+							"tokens_loaded":           {Type: framework.TypeInt64, Description: "Tokens of token_reuse roles loaded from storage instead of asked of Piwik PRO."},
+							"background_refreshes":    {Type: framework.TypeInt64, Description: "Background mints of a token_reuse role's next token (refresh-ahead and periodic)."},
 							"upstream_requests":       {Type: framework.TypeInt64, Description: "Requests sent to Piwik PRO, retries included."},
 							"requests_not_sent":       {Type: framework.TypeInt64, Description: "Token requests refused without a request, inside a rate-limit or backoff window."},
 							"not_sent_by_kind":        {Type: framework.TypeMap, Description: "requests_not_sent by the kind of failure that opened the window."},

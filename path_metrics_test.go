@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 func TestMetrics_prometheusFormatParsesAndCounts(t *testing.T) {

@@ -151,30 +151,30 @@ func pathRoles(b *backend) []*framework.Path {
 						http.StatusOK: {{Description: "OK", Fields: roleResponseFields}},
 					},
 				},
-				logical.CreateOperation: &framework.PathOperation{
+				logical.CreateOperation: verifiedWrite(&framework.PathOperation{
 					Callback: b.pathRoleWrite,
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "write",
 					},
 					Summary:   "Create or replace a role.",
 					Responses: noContent,
-				},
-				logical.UpdateOperation: &framework.PathOperation{
+				}),
+				logical.UpdateOperation: verifiedWrite(&framework.PathOperation{
 					Callback: b.pathRoleWrite,
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "write",
 					},
 					Summary:   "Create or update a role.",
 					Responses: noContent,
-				},
-				logical.PatchOperation: &framework.PathOperation{
+				}),
+				logical.PatchOperation: verifiedWrite(&framework.PathOperation{
 					Callback: b.pathRoleWrite,
 					DisplayAttrs: &framework.DisplayAttributes{
 						OperationVerb: "patch",
 					},
 					Summary:   "Change some fields of a role.",
 					Responses: noContent,
-				},
+				}),
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback: b.pathRoleDelete,
 					DisplayAttrs: &framework.DisplayAttributes{

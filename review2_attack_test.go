@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 // rateLimitedFor answers 429 with Retry-After: 120 to every token request

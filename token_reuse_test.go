@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 // readCreds reads creds/<role> from many goroutines at once and returns

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -170,7 +169,7 @@ func acceptanceWrongSecret(t *testing.T, env *devEnv, acct piwikAccount) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("config write with a wrong secret: HTTP %d, want 400: %s", resp.StatusCode, redact(msg))
 	}
-	for _, want := range []string{"rejected the client credentials", "invalid_client"} {
+	for _, want := range []string{msgCredentialsRejected, "invalid_client"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("config write with a wrong secret: error %q does not say %q", redact(msg), want)
 		}
@@ -250,18 +249,6 @@ func (acct piwikAccount) me(t *testing.T, token string) (int, string) {
 // jwtClaim returns a string claim of a JWT, read without verifying it.
 func jwtClaim(t *testing.T, token, claim string) string {
 	t.Helper()
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		t.Fatalf("token is not a JWT (%d parts)", len(parts))
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatalf("JWT payload: %v", err)
-	}
-	var claims map[string]any
-	if err := json.Unmarshal(payload, &claims); err != nil {
-		t.Fatalf("JWT payload: %v", err)
-	}
-	s, _ := claims[claim].(string)
+	s, _ := jwtClaims(t, token)[claim].(string)
 	return s
 }

@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -260,5 +262,56 @@ func TestAttackerConcurrentConfigWritesLoseNothing(t *testing.T) {
 	}
 	if got := v.readCreds(t, v.token, "piwik-race/creds/reporting").data["aud"]; got != "Client-Name-race-rotated" {
 		t.Errorf("creds after the rotation act for %v, want the rotated credential", got)
+	}
+}
+
+// TestAttackerPartialEchoStaysOutOfVaultLogs points a mount at an upstream
+// that quotes the client secret cut short in its error. Not even that part
+// of the secret reaches the error the reader sees, Vault's server log (the
+// plugin's warn line) or the audit log (Vault writes a response's error
+// unhashed): a run of 8 of its characters withholds the whole upstream
+// text.
+func TestAttackerPartialEchoStaysOutOfVaultLogs(t *testing.T) {
+	env := sharedDev(t)
+	v := env.vault
+	secret := "rv-" + randomString(t, 29)
+	rememberSecret(t, "partial-echo client secret", secret)
+	prefix := secret[:len(secret)-3]
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct {
+			ClientSecret string `json:"client_secret"`
+		}
+		_ = json.Unmarshal(body, &req)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		cut := req.ClientSecret[:max(len(req.ClientSecret)-3, 0)]
+		_, _ = io.WriteString(w, `{"error":"invalid_request","error_description":"client_secret '`+cut+`...' is malformed"}`)
+	}))
+	t.Cleanup(hostile.Close)
+
+	v.vault(t, "secrets", "enable", "-path=piwik-echo", "-plugin-version="+env.version, pluginName)
+	t.Cleanup(func() { v.vault(t, "secrets", "disable", "piwik-echo") })
+	body, _ := json.Marshal(map[string]any{"url": hostile.URL, "client_id": "echo-client", "client_secret": secret, "verify_credentials": false})
+	v.vaultAs(t, v.token, string(body), "write", "piwik-echo/config", "-")
+	v.vault(t, "write", "piwik-echo/roles/r", "ttl=0")
+	_, err := v.client(t, v.token).Logical().Read("piwik-echo/creds/r")
+	_, msg := apiStatus(err)
+
+	deadline := time.Now().Add(10 * time.Second)
+	var serverLog, auditLog []byte
+	for time.Now().Before(deadline) {
+		serverLog, _ = os.ReadFile(v.proc.logPath)
+		auditLog, _ = os.ReadFile(v.auditLog)
+		if strings.Contains(string(serverLog), msgMintFailed) && strings.Contains(string(auditLog), "piwik-echo/creds/r") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	where := map[string]string{"the reader's error": msg, "Vault's server log": string(serverLog), "the audit log": string(auditLog)}
+	for name, text := range where {
+		if strings.Contains(text, prefix) {
+			t.Errorf("%s holds the first %d of the %d characters of the client secret", name, len(prefix), len(secret))
+		}
 	}
 }

@@ -82,7 +82,7 @@ func TestCheckReportsDroppedRoleCredential(t *testing.T) {
 	}
 	// The CLI shows what failed: the body's errors list.
 	if r := v.run(t, v.token, "", "read", mount+"/check"); r.exitCode != 2 || !strings.Contains(r.stderr, "Code: 502") ||
-		!strings.Contains(r.stderr, `role "analyst": Piwik PRO rejected the client credentials`) {
+		!strings.Contains(r.stderr, `role "analyst": Piwik PRO `+msgCredentialsRejected) {
 		t.Errorf("vault read %s/check: exit %d, want 2 with the status and the failed role:\n%s", mount, r.exitCode, redact(r.stderr))
 	}
 	requireRoleResult(t, report, "reporting", true, "config")

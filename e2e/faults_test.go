@@ -124,7 +124,9 @@ func TestFaultsThroughVault(t *testing.T) {
 			v.vaultAs(t, v.token, string(body), "patch", mount+"/config", "-")
 			if tc.requestTimeout != 0 {
 				v.vault(t, "write", mount+"/config", "request_timeout="+strconv.Itoa(tc.requestTimeout), "max_retries=0")
-				t.Cleanup(func() { v.vault(t, "write", mount+"/config", "request_timeout=10", "max_retries=3") })
+				t.Cleanup(func() {
+					v.vault(t, "write", mount+"/config", "request_timeout="+strconv.Itoa(int(defaultRequestTimeout.Seconds())), "max_retries="+strconv.Itoa(defaultMaxRetries))
+				})
 			}
 			st.control(t, "fault", tc.fault)
 			// This clears a fault without a count; one with a count is spent

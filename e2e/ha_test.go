@@ -53,6 +53,10 @@ func TestHAClusterFailoverSealUpgrade(t *testing.T) {
 	for _, n := range c.nodes {
 		h.requireCreds(n)
 	}
+	// A token_reuse role's token, minted on the leader, is stored in the
+	// cluster's storage.
+	leader.vault(t, "write", "piwik/roles/warm", "token_reuse=true")
+	warm := leader.readCreds(t, c.token, "piwik/creds/warm").accessToken
 
 	// The leader crashes; one of the others takes over with everything
 	// intact.
@@ -64,6 +68,18 @@ func TestHAClusterFailoverSealUpgrade(t *testing.T) {
 		t.Fatalf("%s is still active after it was killed", old.id)
 	}
 	t.Logf("%s killed; %s active after %s", old.id, leader.id, time.Since(crashed).Round(time.Millisecond))
+	// The new active node, which starts the plugin afresh, serves the
+	// stored token: the failover costs Piwik PRO no request.
+	before := st.stats(t).TokenRequests
+	for _, n := range c.running() {
+		if got := n.readCreds(t, c.token, "piwik/creds/warm").accessToken; got != warm {
+			t.Errorf("piwik/creds/warm through %s after the failover: another token than the stored one", n.id)
+		}
+	}
+	if n := st.stats(t).TokenRequests - before; n != 0 {
+		t.Errorf("reads of a token_reuse role after the failover made %d token requests, want 0", n)
+	}
+	leader.vault(t, "delete", "piwik/roles/warm")
 	for _, n := range c.running() {
 		h.requireIntact(n)
 		h.requireCreds(n)

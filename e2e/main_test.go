@@ -1,18 +1,19 @@
 package e2e
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
+
+// lab starts the suite's processes; see internal/harness.
+var lab *harness.Lab
 
 // suite is what every test shares: the binaries under test and the
 // directory that holds every test's files until the log scan has run.
@@ -51,6 +52,8 @@ func runSuite(m *testing.M) int {
 		}
 		*v.target = abs
 	}
+
+	lab = &harness.Lab{VaultBin: suite.vaultBin, StandinBin: suite.standinBin, BaseEnv: harness.CleanEnv(), Secrets: &watch}
 
 	root, err := os.MkdirTemp("", "piwik-e2e-")
 	if err != nil {
@@ -127,132 +130,49 @@ func runSuiteCleanups() {
 	}
 }
 
-// secrets holds every Piwik PRO client secret the suite made up and every
+// watch holds every Piwik PRO client secret the suite made up and every
 // access token (and other credential) it saw, so that the log scan can
-// look for them and so that test output can be scrubbed of them.
-var secrets struct {
-	sync.Mutex
-	labels map[string]string // value -> what it is
-}
+// look for them and test output can be scrubbed of them, and every file a
+// process of the suite wrote its output to.
+var watch harness.Secrets
 
 // rememberSecret records value as a secret described by label. Values too
 // short to search for meaningfully are refused.
 func rememberSecret(t *testing.T, label, value string) {
 	t.Helper()
-	if len(value) < 12 {
-		t.Fatalf("%s: implausibly short secret (%d bytes)", label, len(value))
-	}
-	secrets.Lock()
-	defer secrets.Unlock()
-	if secrets.labels == nil {
-		secrets.labels = make(map[string]string)
-	}
-	if _, ok := secrets.labels[value]; !ok {
-		secrets.labels[value] = label
-	}
-	// The signature of a JWT is unique to it too: a log line that printed
-	// a token cut short would still carry it.
-	if parts := strings.Split(value, "."); len(parts) == 3 && len(parts[2]) >= 16 {
-		if _, ok := secrets.labels[parts[2]]; !ok {
-			secrets.labels[parts[2]] = label + " (JWT signature)"
-		}
+	if err := watch.Remember(label, value); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // redact replaces every remembered secret in s, for output that is about
 // to be printed.
 func redact(s string) string {
-	secrets.Lock()
-	defer secrets.Unlock()
-	for value, label := range secrets.labels {
-		s = strings.ReplaceAll(s, value, "[REDACTED "+label+"]")
-	}
-	return s
+	return watch.Redact(s)
 }
 
-// logFiles lists every file a process of the suite wrote its output to.
-var logFiles struct {
-	sync.Mutex
-	paths []string
-}
-
+// rememberLog adds path to the files the log scan reads.
 func rememberLog(path string) {
-	logFiles.Lock()
-	defer logFiles.Unlock()
-	if !slices.Contains(logFiles.paths, path) { // a restarted process reuses its log
-		logFiles.paths = append(logFiles.paths, path)
-	}
+	watch.AddLog(path)
 }
 
 // scanLogs reports whether no log file holds a remembered secret. It names
 // the file and the kind of secret, never the secret.
 func scanLogs() bool {
-	logFiles.Lock()
-	paths := append([]string(nil), logFiles.paths...)
-	logFiles.Unlock()
-	secrets.Lock()
-	labels := make(map[string]string, len(secrets.labels))
-	for v, l := range secrets.labels {
-		labels[v] = l
-	}
-	secrets.Unlock()
-	if len(paths) == 0 {
+	if len(watch.Logs()) == 0 {
 		return true
 	}
-
-	findings, scanned, err := scanFiles(paths, labels)
-	for _, f := range findings {
+	r, err := watch.Scan()
+	for _, f := range r.Findings {
 		fmt.Printf("e2e: log scan: FAIL: %s\n", f)
 	}
 	if err != nil {
 		fmt.Printf("e2e: log scan: %v\n", err)
 	}
-	clean := len(findings) == 0 && err == nil
+	clean := len(r.Findings) == 0 && err == nil
 	fmt.Printf("e2e: log scan: %d log files (%d KiB) checked for %d secrets and tokens: %s\n",
-		len(paths), scanned>>10, len(labels), map[bool]string{true: "clean", false: "LEAKS FOUND"}[clean])
+		r.Files, r.Bytes>>10, r.Secrets, map[bool]string{true: "clean", false: "LEAKS FOUND"}[clean])
 	return clean
-}
-
-// scanWindow is how many consecutive characters of a remembered secret
-// count as a leak in the log scan: a secret cut short, or split in two,
-// still shows.
-const scanWindow = 12
-
-// scanFiles looks for every run of scanWindow characters of every key of
-// labels in every file of paths and describes each hit by file, line and
-// label. A JWT is looked for by its signature (remembered on its own),
-// since its header and claims are shared by every token. It also returns
-// how many bytes it read.
-func scanFiles(paths []string, labels map[string]string) (findings []string, scanned int64, err error) {
-	windows := map[string]string{}
-	for v, label := range labels {
-		if strings.Count(v, ".") == 2 || len(v) < scanWindow {
-			continue
-		}
-		for i := 0; i+scanWindow <= len(v); i++ {
-			windows[v[i:i+scanWindow]] = label
-		}
-	}
-	for _, path := range paths {
-		data, readErr := os.ReadFile(path)
-		if readErr != nil {
-			err = errors.Join(err, readErr)
-			continue
-		}
-		scanned += int64(len(data))
-		reported := map[string]bool{}
-		for i := 0; i+scanWindow <= len(data); i++ {
-			label, hit := windows[string(data[i:i+scanWindow])]
-			if !hit || reported[label] {
-				continue
-			}
-			reported[label] = true
-			line := bytes.Count(data[:i], []byte("\n")) + 1
-			findings = append(findings, fmt.Sprintf("%s line %d contains %d characters of a %s", path, line, scanWindow, label))
-		}
-	}
-	sort.Strings(findings)
-	return findings, scanned, err
 }
 
 // mkdir creates dir (and its parents) and returns it.

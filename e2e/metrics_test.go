@@ -97,7 +97,7 @@ func TestMetricsPrometheus(t *testing.T) {
 
 	// The failed mint, in the log of a Vault at the default level.
 	warn := infoLog.waitFor(t, "a warn line for the failed mint", func(e map[string]any) bool {
-		return e["@level"] == "warn" && strings.Contains(fmt.Sprint(e["@message"]), "Piwik PRO did not issue a token")
+		return e["@level"] == "warn" && strings.Contains(fmt.Sprint(e["@message"]), msgMintFailed)
 	})
 	for field, want := range map[string]string{"role": "reporting", "kind": "server_error", "status": "501", "attempts": "1"} {
 		if got := fmt.Sprint(warn[field]); got != want {

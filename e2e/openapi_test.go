@@ -25,6 +25,9 @@ var pluginPaths = []struct {
 	{"/piwik/creds/{name}", []string{"get"}, false},
 	{"/piwik/check", []string{"get"}, false},
 	{"/piwik/metrics", []string{"get"}, false},
+	{"/piwik/tokens", []string{"delete"}, false},
+	{"/piwik/tokens/", []string{"get"}, false},
+	{"/piwik/tokens/{name}", []string{"get", "delete"}, false},
 }
 
 // sensitiveFields must never have a default or an example in the document
@@ -378,6 +381,8 @@ func TestPathHelpForEveryPath(t *testing.T) {
 		{"piwik/creds/reporting", "^creds/(?P<name>", []string{"name"}},
 		{"piwik/check", "^check$", nil},
 		{"piwik/metrics", "^metrics$", nil},
+		{"piwik/tokens/", "^tokens/?$", nil},
+		{"piwik/tokens/reporting", "^tokens/(?P<name>", []string{"name"}},
 	} {
 		t.Run(strings.ReplaceAll(tc.path, "/", "_"), func(t *testing.T) {
 			out := v.vault(t, "path-help", tc.path)

@@ -15,25 +15,6 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// The plugin's pacing of token requests (gate.go), which the tests below
-// check from the outside.
-const (
-	gateMaxInFlight           = 4
-	gateFailuresBeforeBackoff = 2
-	gateBackoffBase           = 500 * time.Millisecond
-	gateMaxBackoff            = 30 * time.Second
-)
-
-// staleFloor is the least life a cached token must have left to be served
-// while Piwik PRO cannot issue a new one (token_cache.go).
-func staleFloor(lifetime time.Duration) time.Duration {
-	return min(30*time.Second, lifetime/4)
-}
-
-// staleWarning is what the warning of a read served a cached token during
-// an outage says.
-const staleWarning = "serving the cached token"
-
 // maxRequestsWhileFailing is the most token requests one role's refreshes
 // can send in d when every request fails with a transient error: its mints
 // run one at a time (the token cache shares one among the role's readers),
@@ -149,8 +130,8 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 			rememberSecret(t, "access token read from "+path, r.token)
 			newTokens++
 		}
-		isStale := strings.Contains(strings.Join(r.warnings, "\n"), staleWarning)
-		if isStale {
+		served := isStale(r)
+		if served {
 			stale++
 		}
 		switch {
@@ -160,12 +141,12 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 				r.start.Sub(outageStart).Round(time.Millisecond), r.end.Sub(outageStart).Round(time.Millisecond), redactErr(r.err))
 		case !r.start.Before(outageStart) && !r.end.After(outageEnd):
 			inOutage++
-			if !isStale || r.token != first.token {
+			if !served || r.token != first.token {
 				t.Errorf("a read inside the outage (from %s) got the cached token %t, with the stale warning %t; want both",
-					r.start.Sub(outageStart).Round(time.Millisecond), r.token == first.token, isStale)
+					r.start.Sub(outageStart).Round(time.Millisecond), r.token == first.token, served)
 			}
 		}
-		if isStale && r.token != first.token {
+		if served && r.token != first.token {
 			t.Error("a read with the stale warning got another token than the cached one")
 		}
 	}
@@ -184,7 +165,7 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 	var requests int64
 	var perPhase []string
 	for _, p := range sched.Phases {
-		n := p.requests(st.clientID)
+		n := p.Requests(st.clientID)
 		requests += n
 		perPhase = append(perPhase, fmt.Sprintf("%s %d", p.Name, n))
 	}
@@ -195,7 +176,7 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 	if requests == 0 {
 		t.Error("no token request during the outage: the role did not even try to refresh its token")
 	}
-	if c := st.clients(t).byID(st.clientID); c.PeakInFlight > 1 {
+	if c := st.clients(t).ByID(st.clientID); c.PeakInFlight > 1 {
 		t.Errorf("%d token requests of one role were in flight at once; its refreshes share one", c.PeakInFlight)
 	}
 	t.Logf("outage of %s (%s) with a %s token (reuse_min_remaining %s, stale floor %s): %d reads, %d failed, %d inside the outage, "+
@@ -231,9 +212,9 @@ func TestRateLimitWindowSendsOneRequest(t *testing.T) {
 		if r.end.Sub(first) >= 29*time.Second {
 			t.Fatalf("read %d ended %s after the first: outside the Retry-After window, the test proves nothing", i+1, r.end.Sub(first))
 		}
-		want := "try again after 30s"
+		want := tryAgainAfter(30 * time.Second)
 		if i > 0 {
-			want = "(no request sent: this credential is waiting out Piwik PRO's rate limit)"
+			want = "(" + msgNotSent + ": this credential is " + msgWaitingOutRateLimit + ")"
 		}
 		var respErr *api.ResponseError
 		switch {
@@ -255,8 +236,45 @@ func TestRateLimitWindowSendsOneRequest(t *testing.T) {
 	if n := m.RequestsNotSent - metricsBefore.RequestsNotSent; n != 9 || m.NotSentByKind["rate_limited"]-metricsBefore.NotSentByKind["rate_limited"] != 9 {
 		t.Errorf("metrics: requests_not_sent grew by %d (by kind now: %v), want 9 rate_limited", n, m.NotSentByKind)
 	}
-	if c := st.clients(t).byID(st.clientID); c.Violations != 0 || c.RateLimitWindows != 1 {
+	if c := st.clients(t).ByID(st.clientID); c.Violations != 0 || c.RateLimitWindows != 1 {
 		t.Errorf("stand-in: %d 429s sent, %d requests inside their window; want 1 and 0", c.RateLimitWindows, c.Violations)
+	}
+}
+
+// TestHugeRetryAfterIsCappedAndAConfigWriteLiftsIt has the stand-in answer
+// one token request with 429 and Retry-After: 86400. The credential is then
+// paced on this node for at most retryAfterCap, not a day, and a config
+// write, the operator's deliberate probe, starts the pacing afresh: the
+// next read is sent at once.
+func TestHugeRetryAfterIsCappedAndAConfigWriteLiftsIt(t *testing.T) {
+	env := sharedDev(t)
+	v := env.vault
+	st := env.privateMount(t, "piwik-lockout")
+	client := v.client(t, v.token)
+
+	st.control(t, "fault", map[string]any{"kind": "rate_limit", "retry_after": 86400, "count": 1})
+	_, err := client.Logical().Read("piwik-lockout/creds/reporting")
+	code, msg := apiStatus(err)
+	t.Logf("read during the 429: HTTP %d %s", code, redact(msg))
+
+	// The stand-in answers normally from here on. The window is capped:
+	// reads are refused without a request for at most retryAfterCap.
+	before := st.stats(t).TokenRequests
+	_, err = client.Logical().Read("piwik-lockout/creds/reporting")
+	code, msg = apiStatus(err)
+	if code != http.StatusTooManyRequests || !strings.Contains(msg, tryAgainAfter(retryAfterCap)) || !strings.Contains(msg, msgNotSent) {
+		t.Errorf("read inside the window: HTTP %d %s; want a 429 capped at %s, without a request", code, redact(msg), retryAfterCap)
+	}
+	// The operator's config write probes, and starts the pacing afresh.
+	body, _ := json.Marshal(map[string]string{"url": st.url, "client_id": st.clientID, "client_secret": st.clientSecret})
+	if r := v.run(t, v.token, string(body), "write", "piwik-lockout/config", "-"); r.exitCode != 0 {
+		t.Errorf("vault write piwik-lockout/config: exit %d %s", r.exitCode, redact(r.stderr))
+	}
+	if _, err := client.Logical().Read("piwik-lockout/creds/reporting"); err != nil {
+		t.Errorf("read after the config write: %s", redact(err.Error()))
+	}
+	if sent := st.stats(t).TokenRequests - before; sent != 2 {
+		t.Errorf("%d token requests since the 429, want 2 (the config write's verification and the read)", sent)
 	}
 }
 
@@ -297,6 +315,11 @@ func readOnce(client *api.Client, path string) credsRead {
 		}
 	}
 	return r
+}
+
+// isStale reports whether r was served a cached token during an outage.
+func isStale(r credsRead) bool {
+	return strings.Contains(strings.Join(r.warnings, "\n"), staleWarning)
 }
 
 // pluginMetrics is the JSON form of <mount>/metrics.

@@ -1,16 +1,8 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,11 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
-)
-
-const (
-	pluginName = "vault-plugin-secrets-piwik"
-	module     = "github.com/piwik-vault/vault-plugin-secrets-piwik"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
 // vaultServer is a running Vault server and what the CLI needs to talk to
@@ -42,26 +30,12 @@ type vaultServer struct {
 // into its plugin directory; keep decides how long it lives.
 func startDevVault(t *testing.T, dir, name string, keep func(func())) *vaultServer {
 	t.Helper()
-	v := &vaultServer{
-		name:      name,
-		token:     randomString(t, 24),
-		dir:       dir,
-		pluginDir: filepath.Join(dir, name+"-plugins"),
+	hv, err := lab.StartDev(harness.DevSpec{Dir: dir, Name: name, Plugins: map[string]string{pluginName: suite.pluginBin}, LogLevel: "debug"})
+	if err != nil {
+		t.Fatal(redact(err.Error()))
 	}
-	copyPlugin(t, v.pluginDir, pluginName)
-	env := []string{
-		"HOME=" + mkdir(t, filepath.Join(dir, "home")),
-		"VAULT_DEV_ROOT_TOKEN_ID=" + v.token,
-	}
-	startWithRetry(t, v, keep, func(port int) []string {
-		return []string{"server", "-dev", "-log-level=debug",
-			fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port),
-			"-dev-plugin-dir=" + v.pluginDir,
-			"-dev-no-store-token",
-		}
-	}, env)
-	v.waitActive(t)
-	return v
+	keep(hv.Proc.Stop)
+	return &vaultServer{name: name, addr: hv.Addr, token: hv.Token, dir: dir, pluginDir: hv.PluginDir, proc: wrapProcess(hv.Proc)}
 }
 
 // startWithRetry picks ports, runs the server with args(port) and waits
@@ -69,80 +43,34 @@ func startDevVault(t *testing.T, dir, name string, keep func(func())) *vaultServ
 // ones were taken meanwhile.
 func startWithRetry(t *testing.T, v *vaultServer, keep func(func()), args func(port int) []string, env []string) {
 	t.Helper()
-	logPath := filepath.Join(v.dir, v.name+".log")
-	for attempt := 1; ; attempt++ {
-		port := freePortPair(t)
-		p, err := startProcess("vault "+v.name, logPath, v.dir, env, suite.vaultBin, args(port)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keep(p.stop)
-		v.proc = p
-		v.addr = fmt.Sprintf("http://127.0.0.1:%d", port)
-
-		client := v.client(t, "")
-		err = waitFor(60*time.Second, 100*time.Millisecond, p, func() (bool, error) {
-			_, err := client.Sys().Health()
-			return err == nil, nil
-		})
-		if err == nil {
-			return
-		}
-		p.stop()
-		log, _ := os.ReadFile(logPath)
-		if attempt < 3 && bytes.Contains(log, []byte("address already in use")) {
-			continue
-		}
-		t.Fatal(p.failure("API did not answer: " + err.Error()))
+	hv := &harness.Vault{Name: v.name, Dir: v.dir, PluginDir: v.pluginDir}
+	err := lab.Launch(hv, harness.LaunchSpec{Env: env, Args: func(port int) ([]string, error) { return args(port), nil }})
+	if hv.Proc != nil {
+		keep(hv.Proc.Stop)
+		v.proc = wrapProcess(hv.Proc)
 	}
+	if err != nil {
+		t.Fatal(redact(err.Error()))
+	}
+	v.addr = hv.Addr
 }
 
 // client returns an API client for v that uses token.
 func (v *vaultServer) client(t *testing.T, token string) *api.Client {
 	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Address = v.addr
-	cfg.MaxRetries = 0
-	cfg.Timeout = 30 * time.Second
-	c, err := api.NewClient(cfg)
+	c, err := harness.NewClient(v.addr, token, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetToken(token)
 	return c
 }
 
 // waitActive waits until v is initialized, unsealed and active.
 func (v *vaultServer) waitActive(t *testing.T) {
 	t.Helper()
-	client := v.client(t, "")
-	err := waitFor(60*time.Second, 100*time.Millisecond, v.proc, func() (bool, error) {
-		h, err := client.Sys().Health()
-		return err == nil && h.Initialized && !h.Sealed && !h.Standby, nil
-	})
-	if err != nil {
-		t.Fatal(v.proc.failure("not active: " + err.Error()))
-	}
-}
-
-// copyPlugin copies the plugin binary under test into dir as name.
-func copyPlugin(t *testing.T, dir, name string) {
-	t.Helper()
-	copyBinary(t, suite.pluginBin, dir, name)
-}
-
-// copyBinary copies the executable src into dir as name.
-func copyBinary(t *testing.T, src, dir, name string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
-		t.Fatal(err)
+	hv := &harness.Vault{Addr: v.addr, Proc: v.proc.Process}
+	if err := hv.WaitActive(); err != nil {
+		t.Fatal(redact(err.Error()))
 	}
 }
 
@@ -156,26 +84,11 @@ type cliResult struct {
 // and returns what it printed. It fails t only when the CLI could not run.
 func (v *vaultServer) run(t *testing.T, token, stdin string, args ...string) cliResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, suite.vaultBin, args...)
-	cmd.Dir = v.dir
-	cmd.Env = append(baseEnv(),
-		"VAULT_ADDR="+v.addr,
-		"HOME="+filepath.Join(v.dir, "home"), // no token helper file of the developer's
-	)
-	if token != "" {
-		cmd.Env = append(cmd.Env, "VAULT_TOKEN="+token)
+	r, err := lab.CLI(v.addr, v.dir, token, stdin, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("vault %s: %v", redact(strings.Join(args, " ")), err)
-	}
-	return cliResult{stdout: stdout.String(), stderr: stderr.String(), exitCode: cmd.ProcessState.ExitCode()}
+	return cliResult{stdout: r.Stdout, stderr: r.Stderr, exitCode: r.ExitCode}
 }
 
 // vault runs the vault CLI as root and returns its output; it fails t when
@@ -319,20 +232,6 @@ func (v *vaultServer) catalogVersion(t *testing.T, name string) string {
 	return ""
 }
 
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // registerPlugin registers the binary command (a file in v's plugin
 // directory) as version of the plugin, by its checksum.
 func (v *vaultServer) registerPlugin(t *testing.T, command, version string) {
@@ -384,17 +283,5 @@ func (v *vaultServer) mounts(t *testing.T) map[string]mountInfo {
 // serverConfig is the HCL of a non-dev server on loopback around storage,
 // its storage block: the API listens on port and the cluster on port+1.
 func serverConfig(storage string, port int, pluginDir string) string {
-	return storage + fmt.Sprintf(`
-listener "tcp" {
-  address         = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_disable     = true
-}
-
-api_addr         = "http://127.0.0.1:%d"
-cluster_addr     = "https://127.0.0.1:%d"
-plugin_directory = %q
-disable_mlock    = true
-log_level        = "debug"
-`, port, port+1, port, port+1, pluginDir)
+	return harness.ServerConfig(storage, port, pluginDir, "debug")
 }

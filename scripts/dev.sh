@@ -2,10 +2,18 @@
 # Starts a throwaway Vault dev server with this plugin mounted at piwik/,
 # configured against the local Piwik PRO stand-in (or a real account when
 # PIWIK_URL, PIWIK_CLIENT_ID and PIWIK_CLIENT_SECRET are all set), with one
-# role "reporting". Run by `make dev` after it built bin/; stop with
-# `make dev-stop`. Everything it writes lives in .dev/.
+# role "reporting". Run by `make dev` after it built the plugin and the
+# stand-in; stop with `make dev-stop`. Everything it writes lives in .dev/.
+#
+# The Vault it runs is, in this order: VAULT_BINARY; else `vault` on PATH;
+# else the pinned release of tools/vault, built into bin/vault by
+# `make vault` (11-20 minutes and about 4.6 GB of memory the first time).
+# An installed Vault is used only when it is a release the plugin supports
+# (min_vault below, the oldest release `make compat` tests); otherwise the
+# script says so and builds the pinned one.
 #
 # Environment:
+#   VAULT_BINARY    the Vault binary to run (default: `vault` on PATH)
 #   VAULT_DEV_PORT  Vault's port on 127.0.0.1 (default 8200)
 #   STANDIN_PORT    the stand-in's port on 127.0.0.1 (default 8210)
 #   VERSION         the version the plugin was built with (default v0.1.0)
@@ -23,13 +31,52 @@ version="${VERSION:-v0.1.0}"
 plugin_name="vault-plugin-secrets-piwik"
 # The file name in the plugin directory, as in a release zip.
 plugin_command="${plugin_name}_${version}"
-vault_bin="$root/bin/vault"
 plugin_bin="$root/bin/$plugin_name"
 standin_bin="$root/bin/piwik-standin"
+# The oldest Vault release the plugin is tested with (README, Compatibility).
+min_vault="1.19.4"
+pinned_vault="$(sed -n 's|^require github.com/hashicorp/vault v||p' "$root/tools/vault/go.mod")"
 
-for bin in "$vault_bin" "$plugin_bin"; do
-	[[ -x "$bin" ]] || die "$bin is missing: run 'make dev' (it builds bin/ first)"
-done
+[[ -x "$plugin_bin" ]] || die "$plugin_bin is missing: run 'make dev' (it builds bin/ first)"
+
+# pick_vault sets vault_bin: an installed Vault of a supported release, or
+# else the pinned one, built first when bin/vault is missing or stale.
+pick_vault() {
+	local candidate="" from="" release=""
+	if [[ -n "${VAULT_BINARY:-}" ]]; then
+		candidate="$(command -v "$VAULT_BINARY" || printf '%s' "$VAULT_BINARY")" from="VAULT_BINARY"
+	elif candidate="$(command -v vault)"; then
+		from="PATH"
+	fi
+	if [[ -n "$candidate" ]]; then
+		release="$(vault_release "$candidate")"
+		if [[ -z "$release" ]]; then
+			step "$candidate (from $from) is not a Vault binary that names its release"
+		elif version_at_least "$release" "$min_vault"; then
+			vault_bin="$candidate"
+			step "using Vault v$release from $from: $vault_bin"
+			return 0
+		else
+			step "Vault v$release from $from ($candidate) is older than v$min_vault, the oldest release the plugin supports"
+		fi
+	else
+		step "no installed Vault: VAULT_BINARY is unset and there is no vault on PATH"
+	fi
+
+	vault_bin="$root/bin/vault"
+	if "${MAKE:-make}" -s -q -C "$root" vault >/dev/null 2>&1; then
+		step "using the pinned Vault v$pinned_vault, built before: $vault_bin"
+		return 0
+	fi
+	step "building the pinned Vault v$pinned_vault from source into $vault_bin"
+	cat <<-EOF
+	    The first build downloads about 4 GB of Go modules and compiles for
+	    11-20 minutes on two cores, with up to about 4.6 GB of memory; later
+	    builds come from Go's caches. To skip it, stop now (Ctrl-C) and put
+	    Vault v$min_vault or newer on PATH, or point VAULT_BINARY at one.
+	EOF
+	run_or_die "building Vault failed" "${MAKE:-make}" -C "$root" vault
+}
 
 use_standin=true
 if [[ -n "${PIWIK_URL:-}" && -n "${PIWIK_CLIENT_ID:-}" && -n "${PIWIK_CLIENT_SECRET:-}" ]]; then
@@ -40,6 +87,8 @@ fi
 if $use_standin; then
 	[[ -x "$standin_bin" ]] || die "$standin_bin is missing: run 'make dev' (it builds bin/ first)"
 fi
+
+pick_vault
 
 # On failure, say how to clean up what did start.
 trap 'rc=$?; ((rc == 0)) || printf "what did start keeps running; stop it with: make dev-stop\n" >&2' EXIT
@@ -105,7 +154,7 @@ if $use_standin; then
 fi
 
 step "registering $plugin_name $version (file $plugin_command)"
-sha="$(sha256sum "$dev/plugins/$plugin_command" | cut -d' ' -f1)"
+sha="$(sha256_of "$dev/plugins/$plugin_command")"
 run_or_die "registering the plugin failed (does VERSION=$version match the build? read $dev/vault.log)" \
 	"$vault_bin" plugin register -sha256="$sha" -version="$version" -command="$plugin_command" secret "$plugin_name"
 
@@ -127,13 +176,19 @@ step "vault read piwik/creds/reporting"
 run_or_die "reading creds failed; read $dev/vault.log" \
 	"$vault_bin" read piwik/creds/reporting
 
+# The shell needs PATH only when its own `vault` is another binary.
+path_hint=""
+if [[ "$(command -v vault || true)" != "$vault_bin" ]]; then
+	path_hint="
+  export PATH=\"$(dirname "$vault_bin"):\$PATH\""
+fi
+
 cat <<EOF
 
 Vault dev server is running with the Piwik PRO plugin at piwik/.
 Point your shell at it:
 
-  export VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=\$(cat $dev/root-token)
-  export PATH="$root/bin:\$PATH"
+  export VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=\$(cat $dev/root-token)${path_hint}
   vault read piwik/creds/reporting
 
 Logs: $logs

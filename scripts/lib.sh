@@ -1,4 +1,4 @@
-# Helpers shared by scripts/dev.sh and scripts/dev-stop.sh. Source it; it
+# Helpers shared by the scripts in scripts/. Source it; it
 # runs nothing by itself.
 
 # step prints what the script is about to do.
@@ -20,21 +20,62 @@ random_string() {
 }
 
 # start_background PIDFILE LOGFILE CMD... starts CMD detached from this shell
-# in a session of its own (so that dev-stop.sh can end it together with its
-# children), with output to LOGFILE, and records its pid in PIDFILE. The
-# process writes its own pid: setsid may fork, so $! is not reliable.
+# in a process group of its own (so that dev-stop.sh can end it together
+# with its children), with output to LOGFILE, and records its pid in
+# PIDFILE. With setsid (Linux) it gets a session of its own too; without it
+# (macOS), bash's job control gives it its own process group. The process
+# writes its own pid: setsid may fork, so $! is not reliable.
 start_background() {
 	local pidfile="$1" logfile="$2" i
 	shift 2
 	rm -f "$pidfile"
 	# shellcheck disable=SC2016 # $$ and $0 belong to the inner shell
-	setsid bash -c 'printf "%s\n" "$$" >"$0"; exec "$@"' "$pidfile" "$@" \
-		</dev/null >"$logfile" 2>&1 &
+	local record_pid='printf "%s\n" "$$" >"$0"; exec "$@"'
+	if command -v setsid >/dev/null 2>&1; then
+		setsid bash -c "$record_pid" "$pidfile" "$@" </dev/null >"$logfile" 2>&1 &
+	else
+		set -m
+		bash -c "$record_pid" "$pidfile" "$@" </dev/null >"$logfile" 2>&1 &
+		set +m
+	fi
 	for i in $(seq 1 50); do
 		[[ -s "$pidfile" ]] && return 0
 		sleep 0.1
 	done
 	die "could not start $1; read $logfile"
+}
+
+# sha256_of FILE prints the SHA-256 of FILE in hex: with sha256sum (Linux),
+# shasum (macOS) or openssl, whichever is there.
+sha256_of() {
+	if command -v sha256sum >/dev/null 2>&1; then
+		sha256sum "$1" | cut -d' ' -f1
+	elif command -v shasum >/dev/null 2>&1; then
+		shasum -a 256 "$1" | cut -d' ' -f1
+	else
+		openssl dgst -sha256 -r "$1" | cut -d' ' -f1
+	fi
+}
+
+# vault_release VAULT prints the release of the Vault binary VAULT as
+# MAJOR.MINOR.PATCH ("1.21.0" for "Vault v1.21.0 ('…'), built …", also for
+# "v1.19.4+ent"), or nothing when it does not say (or does not run).
+vault_release() {
+	{ "$1" version 2>/dev/null || true; } |
+		sed -n 's/^Vault v\([0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -n 1
+}
+
+# version_at_least A B succeeds when the release A (MAJOR.MINOR.PATCH) is B
+# or newer.
+version_at_least() {
+	local IFS=.
+	# shellcheck disable=SC2206 # splitting on dots is the point
+	local a=($1) b=($2) i
+	for i in 0 1 2; do
+		((${a[i]:-0} > ${b[i]:-0})) && return 0
+		((${a[i]:-0} < ${b[i]:-0})) && return 1
+	done
+	return 0
 }
 
 # alive PIDFILE reports whether the process recorded in PIDFILE runs.

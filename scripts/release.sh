@@ -51,7 +51,7 @@ export PATH="$tools:$PATH"
 step "goreleaser ($goreleaser): snapshot release $version into $dist"
 # The first run builds goreleaser itself (a few minutes); Go caches it.
 sed "s|^dist: dist\$|dist: $dist|" .goreleaser.yaml |
-	VERSION="$version" "$go_cmd" run "$goreleaser" release --snapshot --clean --config - "${skip[@]}"
+	VERSION="$version" "$go_cmd" run "$goreleaser" release --snapshot --clean --config - ${skip[@]+"${skip[@]}"}
 
 step "$dist/SHA256SUMS"
 cat "$dist/SHA256SUMS"
@@ -60,7 +60,7 @@ printf '\n'
 step "register each binary after copying it into Vault's plugin_directory under its own name:"
 jq -r '.[] | select(.type == "Binary") | [.goos, .goarch, .path] | @tsv' "$dist/artifacts.json" | sort |
 	while IFS=$'\t' read -r os arch path; do
-		sha="$(sha256sum "$path" | cut -d' ' -f1)"
+		sha="$(sha256_of "$path")"
 		printf '%s/%s:\n  vault plugin register -sha256=%s -version=%s -command=%s secret %s\n' \
 			"$os" "$arch" "$sha" "$version" "$(basename "$path")" "$name"
 	done

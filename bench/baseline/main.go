@@ -16,7 +16,6 @@ import (
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/plugin"
@@ -40,23 +39,14 @@ var (
 	constantExpiry = time.Now().Add(leaseTTL).UTC().Format(time.RFC3339)
 )
 
+// main serves the plugin. The benchmark runs it only in the pinned Vault,
+// which gives plugins their mTLS itself: unlike the piwik plugin's binary,
+// it needs no TLS provider for older releases.
 func main() {
-	meta := &api.PluginAPIClientMeta{}
-	if err := meta.FlagSet().Parse(os.Args[1:]); err != nil {
-		fatal(err)
+	if err := plugin.ServeMultiplex(&plugin.ServeOpts{BackendFactoryFunc: factory}); err != nil {
+		hclog.New(&hclog.LoggerOptions{}).Error("plugin shutting down", "error", err)
+		os.Exit(1)
 	}
-	err := plugin.ServeMultiplex(&plugin.ServeOpts{
-		BackendFactoryFunc: factory,
-		TLSProviderFunc:    api.VaultPluginTLSProvider(meta.GetTLSConfig()),
-	})
-	if err != nil {
-		fatal(err)
-	}
-}
-
-func fatal(err error) {
-	hclog.New(&hclog.LoggerOptions{}).Error("plugin shutting down", "error", err)
-	os.Exit(1)
 }
 
 // factory returns the backend; Vault calls it once per mount.

@@ -14,8 +14,10 @@
 // minting per read) and records throughput, latency, errors, the stand-in's
 // token requests and the CPU each process spent. Then it measures what
 // operators size for: the plugin's memory after many reads over many roles
-// (dev), what one outstanding lease costs Vault in memory and on disk, and
-// the lease count a steady read rate settles at (raft). It writes the
+// (dev), whether a reader of a token_reuse role ever waits for Piwik PRO at
+// a token rollover, densely or sparsely read (dev), what one outstanding
+// lease costs Vault in memory and on disk, and the lease count a steady
+// read rate settles at (raft). It writes the
 // report to $BENCH_OUT (bench/results/latest.md) and stdout.
 //
 // It stops every process it started when it ends, also on Ctrl-C. See
@@ -24,8 +26,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log"
@@ -36,6 +36,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
 const (
@@ -66,12 +68,16 @@ type config struct {
 	profileDir  string
 	strict      bool
 	out         string
+	// rolloverTime is how long the rollover phase reads; sparseReads how
+	// many reads the sparse reader makes after its first.
+	rolloverTime time.Duration
+	sparseReads  int
 }
 
 func (c config) slice() time.Duration { return c.duration / time.Duration(c.rounds) }
 
-// harness is one run.
-type harness struct {
+// benchRun is one run.
+type benchRun struct {
 	cfg         config
 	vaultBin    string
 	pluginBin   string
@@ -79,9 +85,8 @@ type harness struct {
 	standinBin  string
 	work        string
 
-	standin       *proc
-	standinURL    string
-	standinSecret string
+	lab     *harness.Lab
+	standin *harness.Standin
 
 	ctx      context.Context
 	results  *results
@@ -92,20 +97,21 @@ func main() {
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx)
+	lab := &harness.Lab{BaseEnv: []string{"PATH=" + os.Getenv("PATH")}, Logf: step}
+	err := run(ctx, lab)
 	stop()
-	stopAll()
+	lab.StopAll()
 	if err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context) error {
+func run(ctx context.Context, lab *harness.Lab) error {
 	cfg, err := readConfig()
 	if err != nil {
 		return err
 	}
-	h := &harness{cfg: cfg, ctx: ctx, results: newResults(cfg)}
+	h := &benchRun{cfg: cfg, ctx: ctx, lab: lab, results: newResults(cfg)}
 	for _, b := range []struct {
 		dst *string
 		env string
@@ -118,6 +124,7 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", b.env, err)
 		}
 	}
+	lab.VaultBin, lab.StandinBin = h.vaultBin, h.standinBin
 	if v := os.Getenv("PLUGIN_VERSION"); v != "" {
 		pluginVersion = v
 	}
@@ -132,7 +139,7 @@ func run(ctx context.Context) error {
 	}
 	ok := false
 	defer func() {
-		stopAll()
+		lab.StopAll()
 		if ok {
 			os.RemoveAll(h.work)
 		} else {
@@ -169,7 +176,7 @@ func run(ctx context.Context) error {
 
 // runTarget starts one Vault set-up, runs everything that belongs to it
 // and stops it.
-func (h *harness) runTarget(target string) error {
+func (h *benchRun) runTarget(target string) error {
 	var (
 		d       *deployment
 		entries []entry
@@ -217,7 +224,9 @@ func (h *harness) runTarget(target string) error {
 	}
 	switch target {
 	case "dev":
-		err = h.memoryRuns(d)
+		if err = h.memoryRuns(d); err == nil {
+			err = h.rolloverRuns(d)
+		}
 	case "raft":
 		if err = h.leaseFootprint(d); err == nil {
 			err = h.steadyState(d)
@@ -233,30 +242,10 @@ func (h *harness) runTarget(target string) error {
 // startStandin starts the Piwik PRO stand-in on a free loopback port. It
 // serves every Vault set-up; its secret never leaves this process and the
 // stand-in's environment.
-func (h *harness) startStandin() error {
-	h.standinSecret = randomString()
-	addrFile := filepath.Join(h.work, "standin.addr")
-	logPath := filepath.Join(h.work, "standin.log")
-	step("starting the Piwik PRO stand-in (log: %s)", logPath)
+func (h *benchRun) startStandin() error {
 	var err error
-	h.standin, err = startProc("stand-in", logPath,
-		[]string{"PATH=" + os.Getenv("PATH"), "PIWIK_STANDIN_CLIENT_SECRET=" + h.standinSecret},
-		h.standinBin, "-listen", "127.0.0.1:0", "-client-id", standinClientID, "-addr-file", addrFile, "-quiet")
-	if err != nil {
-		return err
-	}
-	err = waitFor(15*time.Second, 50*time.Millisecond, h.standin, func() (bool, error) {
-		return fileSize(addrFile) > 0, nil
-	})
-	if err != nil {
-		return h.standin.failure("did not start: " + err.Error())
-	}
-	data, err := os.ReadFile(addrFile)
-	if err != nil {
-		return err
-	}
-	h.standinURL = strings.TrimSpace(string(data))
-	return nil
+	h.standin, err = h.lab.StartStandin(harness.StandinSpec{Dir: h.work, Name: "standin", ClientID: standinClientID, Quiet: true})
+	return err
 }
 
 // readConfig reads the knobs. BENCH_MODE=quick changes the defaults to a
@@ -275,6 +264,9 @@ func readConfig() (config, error) {
 		steadyRate:  50,
 		burst:       64,
 		out:         "bench/results/latest.md",
+
+		rolloverTime: 30 * time.Second,
+		sparseReads:  4,
 	}
 	switch mode := os.Getenv("BENCH_MODE"); mode {
 	case "", "full":
@@ -287,6 +279,8 @@ func readConfig() (config, error) {
 		c.rssReads = 10000
 		c.leases = 2000
 		c.steadyTTL = 8 * time.Second
+		c.rolloverTime = 10 * time.Second
+		c.sparseReads = 1
 	default:
 		return c, fmt.Errorf("BENCH_MODE is %q; want full or quick", mode)
 	}
@@ -318,6 +312,8 @@ func readConfig() (config, error) {
 	intKnob("BENCH_STEADY_RATE", &rate, 1)
 	c.steadyRate = float64(rate)
 	intKnob("BENCH_BURST", &c.burst, 2)
+	secondsKnob("BENCH_ROLLOVER", &c.rolloverTime, 1)
+	intKnob("BENCH_SPARSE_READS", &c.sparseReads, 0)
 	if v := os.Getenv("BENCH_TARGETS"); v != "" {
 		c.targets = strings.Split(v, ",")
 	}
@@ -335,11 +331,4 @@ func readConfig() (config, error) {
 // step prints what the harness is about to do.
 func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
-}
-
-// randomString is 32 random URL-safe characters.
-func randomString() string {
-	b := make([]byte, 24)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/bench/loadgen"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
 // --- cold-cache burst ----------------------------------------------------
@@ -36,7 +37,7 @@ type burstResult struct {
 // burst writes a fresh token_reuse role per mode and has cfg.burst
 // clients read it at once, four reads each: the stand-in must see one
 // token request per role, however many readers missed the cache together.
-func (h *harness) burst(d *deployment, e entry) error {
+func (h *benchRun) burst(d *deployment, e entry) error {
 	for _, leased := range []bool{true, false} {
 		mode := modeName(leased)
 		role := fmt.Sprintf("burst-%s-%s", e.key, mode)
@@ -44,27 +45,34 @@ func (h *harness) burst(d *deployment, e entry) error {
 			return err
 		}
 		step("%s: %d clients read the cold role %s (%s) at once", e.title, h.cfg.burst, role, mode)
-		up0, err := h.tokenRequests()
-		if err != nil {
-			return err
-		}
-		res, err := loadgen.Run(h.ctx, loadgen.Options{
-			Addr: e.node.addr, Token: d.token, Path: "piwik/creds/" + role,
+		res, upstream, err := h.runCounting(loadgen.Options{
+			Addr: e.node.Addr, Token: d.token, Path: "piwik/creds/" + role,
 			Concurrency: h.cfg.burst, Duration: time.Minute, Reads: int64(4 * h.cfg.burst),
 		})
 		if err != nil {
 			return err
 		}
-		up1, err := h.tokenRequests()
-		if err != nil {
-			return err
-		}
 		h.results.bursts = append(h.results.bursts, burstResult{
 			entry: e.title, mode: mode, clients: h.cfg.burst, reads: res.Reads, errors: res.Errors,
-			upstream: up1 - up0, firstError: res.FirstError, readsPerSecond: res.ReadsPerSecond(),
+			upstream: upstream, firstError: res.FirstError, readsPerSecond: res.ReadsPerSecond(),
 		})
 	}
 	return nil
+}
+
+// runCounting runs the load opts describes and returns its result with
+// how many token requests the stand-in answered meanwhile.
+func (h *benchRun) runCounting(opts loadgen.Options) (loadgen.Result, int64, error) {
+	up0, err := h.tokenRequests()
+	if err != nil {
+		return loadgen.Result{}, 0, err
+	}
+	res, err := loadgen.Run(h.ctx, opts)
+	if err != nil {
+		return res, 0, err
+	}
+	up1, err := h.tokenRequests()
+	return res, up1 - up0, err
 }
 
 func modeName(leased bool) string {
@@ -91,14 +99,14 @@ type memoryResult struct {
 // memoryRuns reads cfg.rssReads times over cfg.rssRoles token_reuse roles,
 // round-robin, once leased and once unleased, and records the piwik
 // plugin's resident memory after each.
-func (h *harness) memoryRuns(d *deployment) error {
+func (h *benchRun) memoryRuns(d *deployment) error {
 	for _, leased := range []bool{true, false} {
 		mode := modeName(leased)
 		prefix := map[bool]string{true: "r", false: "u"}[leased]
 		step("writing %d %s token_reuse roles %s0..%s%d", h.cfg.rssRoles, mode, prefix, prefix, h.cfg.rssRoles-1)
 		data, _ := json.Marshal(map[string]any{"token_reuse": true, "leased": leased})
 		res, err := loadgen.Run(h.ctx, loadgen.Options{
-			Addr: d.active().addr, Token: d.token, Path: "piwik/roles/" + prefix + "{i}", Spread: h.cfg.rssRoles,
+			Addr: d.active().Addr, Token: d.token, Path: "piwik/roles/" + prefix + "{i}", Spread: h.cfg.rssRoles,
 			Reads: int64(h.cfg.rssRoles), Method: http.MethodPost, Data: string(data), Concurrency: 4, Duration: 5 * time.Minute,
 		})
 		if err != nil {
@@ -112,27 +120,19 @@ func (h *harness) memoryRuns(d *deployment) error {
 		if len(pids) != 1 {
 			return fmt.Errorf("expected one %s process, found %v", pluginName, pids)
 		}
-		resetPeak(pids[0])
-		up0, err := h.tokenRequests()
-		if err != nil {
-			return err
-		}
+		harness.ResetPeak(pids[0])
 		step("memory (%s): %d reads of piwik/creds/%s{0..%d}, round-robin, %d clients", mode, h.cfg.rssReads, prefix, h.cfg.rssRoles-1, h.cfg.concurrency)
-		res, err = loadgen.Run(h.ctx, loadgen.Options{
-			Addr: d.active().addr, Token: d.token, Path: "piwik/creds/" + prefix + "{i}", Spread: h.cfg.rssRoles,
+		res, upstream, err := h.runCounting(loadgen.Options{
+			Addr: d.active().Addr, Token: d.token, Path: "piwik/creds/" + prefix + "{i}", Spread: h.cfg.rssRoles,
 			Reads: int64(h.cfg.rssReads), Concurrency: h.cfg.concurrency, Duration: loadgen.MaxDuration,
 		})
-		if err != nil {
-			return err
-		}
-		up1, err := h.tokenRequests()
 		if err != nil {
 			return err
 		}
 		h.results.memory = append(h.results.memory, memoryResult{
 			mode: mode, roles: h.cfg.rssRoles, reads: res.Reads, errors: res.Errors,
 			readsPerSecond: res.ReadsPerSecond(), p99: loadgen.Percentile(res.Latencies, 0.99),
-			upstream: up1 - up0, rss: memStatus(pids[0], "VmRSS"), hwm: memStatus(pids[0], "VmHWM"),
+			upstream: upstream, rss: memStatus(pids[0], "VmRSS"), hwm: memStatus(pids[0], "VmHWM"),
 			firstError: res.FirstError,
 		})
 	}
@@ -170,7 +170,7 @@ type footprintResult struct {
 // leaseFootprint measures what outstanding leases cost the raft node:
 // memory and storage before and after cfg.leases leased reads of a
 // token_reuse role (one lease each), then after as many unleased reads.
-func (h *harness) leaseFootprint(d *deployment) error {
+func (h *benchRun) leaseFootprint(d *deployment) error {
 	n := d.active()
 	c := n.client
 	for name, leased := range map[string]bool{"cap": true, "ucap": false} {
@@ -193,7 +193,7 @@ func (h *harness) leaseFootprint(d *deployment) error {
 	for _, role := range []string{"cap", "ucap"} {
 		step("lease footprint: %d reads of piwik/creds/%s", h.cfg.leases, role)
 		res, err := loadgen.Run(h.ctx, loadgen.Options{
-			Addr: n.addr, Token: d.token, Path: "piwik/creds/" + role, Reads: int64(h.cfg.leases),
+			Addr: n.Addr, Token: d.token, Path: "piwik/creds/" + role, Reads: int64(h.cfg.leases),
 			Concurrency: h.cfg.concurrency, Duration: loadgen.MaxDuration,
 		})
 		if err != nil {
@@ -210,20 +210,20 @@ func (h *harness) leaseFootprint(d *deployment) error {
 }
 
 // footprint measures n's memory and storage.
-func (h *harness) footprint(d *deployment, n *node, label string) (footprint, error) {
+func (h *benchRun) footprint(d *deployment, n *node, label string) (footprint, error) {
 	f := footprint{label: label}
 	var err error
 	// The heap first: its forced collection also trims RSS a little.
 	if f.heap, err = heapAfterGC(n.client); err != nil {
 		return f, err
 	}
-	pid := n.proc.pid()
+	pid := n.Proc.PID()
 	f.rss, f.rssAnon = memStatus(pid, "VmRSS"), memStatus(pid, "RssAnon")
 	if f.leases, err = leaseCount(n.client); err != nil {
 		return f, err
 	}
-	f.vaultDB = fileSize(filepath.Join(n.raftDir, "vault.db"))
-	f.raftDB = fileSize(filepath.Join(n.raftDir, "raft", "raft.db"))
+	f.vaultDB = harness.FileSize(filepath.Join(n.raftDir, "vault.db"))
+	f.raftDB = harness.FileSize(filepath.Join(n.raftDir, "raft", "raft.db"))
 	f.snapState, err = snapshotStateSize(n.client)
 	return f, err
 }
@@ -339,18 +339,18 @@ type steadyResult struct {
 // and the leases under each role are counted as they pile up and expire.
 // Each role has a Piwik PRO credential of its own, so that the stand-in
 // counts each role's token requests apart.
-func (h *harness) steadyState(d *deployment) error {
+func (h *benchRun) steadyState(d *deployment) error {
 	cfg := h.cfg
 	n := d.active()
 	ttl := cfg.steadyTTL
-	if err := h.setStandinLifetime(ttl); err != nil {
+	if err := h.standin.SetLifetime(ttl); err != nil {
 		return err
 	}
-	defer func() { _ = h.setStandinLifetime(30 * time.Minute) }()
+	defer func() { _ = h.standin.SetLifetime(30 * time.Minute) }()
 	roles := map[string]map[string]any{"ss-mint": {}, "ss-reuse": {"token_reuse": true}}
 	for name, data := range roles {
-		id, secret := d.key+"-"+name, randomString()
-		if err := h.addStandinCredential(id, secret); err != nil {
+		id, secret := d.key+"-"+name, harness.RandomString(32)
+		if err := h.standin.AddCredential(id, secret); err != nil {
 			return err
 		}
 		data["client_id"], data["client_secret"] = id, secret
@@ -377,7 +377,7 @@ func (h *harness) steadyState(d *deployment) error {
 	}{{"ss-mint", &mintRes, &mintErr}, {"ss-reuse", &reuseRes, &reuseErr}} {
 		wg.Go(func() {
 			*job.res, *job.err = loadgen.Run(h.ctx, loadgen.Options{
-				Addr: n.addr, Token: d.token, Path: "piwik/creds/" + job.role,
+				Addr: n.Addr, Token: d.token, Path: "piwik/creds/" + job.role,
 				Concurrency: 4, Duration: r.duration, Rate: cfg.steadyRate,
 			})
 		})
@@ -418,38 +418,10 @@ loop:
 	return nil
 }
 
-// addStandinCredential makes the stand-in accept another credential.
-func (h *harness) addStandinCredential(id, secret string) error {
-	body, _ := json.Marshal(map[string]string{"client_id": id, "client_secret": secret})
-	return h.standinControl("credentials", string(body))
-}
-
 // tokenRequestsBy is the stand-in's token requests by client id.
-func (h *harness) tokenRequestsBy() (map[string]int64, error) {
-	var st struct {
-		By map[string]int64 `json:"token_requests_by_client"`
-	}
-	err := getJSON(h.standinURL+"/_standin/stats", &st)
-	return st.By, err
-}
-
-// setStandinLifetime sets the lifetime of the tokens the stand-in issues.
-func (h *harness) setStandinLifetime(d time.Duration) error {
-	return h.standinControl("lifetime", fmt.Sprintf(`{"seconds":%d}`, int(d/time.Second)))
-}
-
-// standinControl posts body to the stand-in's control endpoint name.
-func (h *harness) standinControl(name, body string) error {
-	resp, err := http.Post(h.standinURL+"/_standin/"+name, "application/json", strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return fmt.Errorf("stand-in /_standin/%s: %s %s", name, resp.Status, msg)
-	}
-	return nil
+func (h *benchRun) tokenRequestsBy() (map[string]int64, error) {
+	st, err := h.standin.Stats()
+	return st.TokenRequestsBy, err
 }
 
 // listCount is the number of keys a LIST of path returns.
@@ -463,19 +435,6 @@ func listCount(c *api.Client, path string) (int, error) {
 }
 
 // --- small helpers ---------------------------------------------------------
-
-// getJSON decodes the JSON reply to a GET of url.
-func getJSON(url string, v any) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
 
 // rawGet GETs an API path (without /v1/) with query parameters; the
 // caller closes the reply's body.

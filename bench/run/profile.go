@@ -30,7 +30,7 @@ import (
 //
 // The returned function also records the slice for summarizeProfiles,
 // given the slice's read rate.
-func (h *harness) startProfiles(d *deployment, e entry, s scenario, round int, warm, slice time.Duration) func(readsPerSecond float64) {
+func (h *benchRun) startProfiles(d *deployment, e entry, s scenario, round int, warm, slice time.Duration) func(readsPerSecond float64) {
 	dir := h.cfg.profileDir
 	if dir == "" {
 		return func(float64) {}
@@ -39,7 +39,7 @@ func (h *harness) startProfiles(d *deployment, e entry, s scenario, round int, w
 	secs := max(1, int((slice-time.Second)/time.Second))
 	p := profiled{
 		deployment: d.key, entry: e.title, scenario: s.key, name: name,
-		piwik: d.pluginPIDs(pluginName), baseline: d.pluginPIDs(baselineName), standin: h.standin.pid(),
+		piwik: d.pluginPIDs(pluginName), baseline: d.pluginPIDs(baselineName), standin: h.standin.Proc.PID(),
 	}
 	var wg sync.WaitGroup
 	report := func(what string, err error) {

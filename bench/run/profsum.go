@@ -201,7 +201,7 @@ func (b *breakdown) add(samples []sample) {
 // summarizeProfiles writes <profile dir>/summary-<deployment>.md: for each
 // process, the CPU time per read of each category in each scenario, summed
 // over the rounds.
-func (h *harness) summarizeProfiles(d *deployment) error {
+func (h *benchRun) summarizeProfiles(d *deployment) error {
 	type key struct{ entry, scenario, process string }
 	sums := map[key]*breakdown{}
 	get := func(k key) *breakdown {

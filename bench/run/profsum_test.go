@@ -47,7 +47,7 @@ func TestParsePerfScript(t *testing.T) {
 		"\n" +
 		" 1664 \n" +
 		"\t          2d22f3 standin.(*Server).sign\n" +
-		"\t          346a12 github.com/piwik-vault/vault-plugin-secrets-piwik/standin.(*Server).tokenReply\n" +
+		"\t          346a12 github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin.(*Server).tokenReply\n" +
 		"\n" +
 		" 1846 \n" +
 		"\t          51f790 github.com/piwik-vault/vault-plugin-secrets-piwik.parseTokenReply\n" +

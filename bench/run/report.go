@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
 // results is everything a run measured, for the report.
@@ -22,6 +23,8 @@ type results struct {
 	after      []afterScenarios
 	bursts     []burstResult
 	memory     []memoryResult
+	rollover   *rolloverResult
+	sparse     *sparseResult
 	footprint  footprintResult
 	steady     steadyResult
 	setupTimes []phaseTime
@@ -48,7 +51,7 @@ type targetRow struct {
 
 func newResults(cfg config) *results {
 	return &results{
-		cfg: cfg, started: time.Now(), loadBefore: loadAverage(),
+		cfg: cfg, started: time.Now(), loadBefore: harness.LoadAverage(),
 		tallies: map[string]map[string]*tally{},
 	}
 }
@@ -79,43 +82,10 @@ func machineInfo(vaultBin string) string {
 			}
 		}
 	}
-	mem := memStatusFile("/proc/meminfo", "MemTotal")
-	vaultVersion := "unknown"
-	if out, err := exec.Command(vaultBin, "version").Output(); err == nil {
-		if f := strings.Fields(string(out)); len(f) >= 2 {
-			vaultVersion = strings.TrimSuffix(f[1], ",")
-		}
-	}
+	mem := harness.MemTotal()
+	vaultVersion := harness.VaultVersion(vaultBin)
 	return fmt.Sprintf("%d cores (%s), %.0f GiB RAM; %s; Vault %s; plugin %s",
 		runtime.NumCPU(), model, float64(mem)/(1<<30), runtime.Version(), vaultVersion, pluginVersion)
-}
-
-// memStatusFile reads a "Name: N kB" field of a /proc file, in bytes.
-func memStatusFile(path, field string) int64 {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if name, rest, ok := strings.Cut(line, ":"); ok && name == field {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func loadAverage() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // --- rendering ------------------------------------------------------------
@@ -160,7 +130,7 @@ func (r *results) render() string {
 	p("- load: %d concurrent clients (plain HTTP/1.1, one keep-alive connection each, no retries); each scenario measured in %d rounds of %s, the scenarios of one Vault set-up interleaved, after a %s warm-up in the first round\n",
 		cfg.concurrency, cfg.rounds, cfg.slice(), cfg.warmup)
 	p("- every number is a whole-system number: the load generator, Vault (all nodes), both plugins and the Piwik PRO stand-in share the machine's %d cores\n", runtime.NumCPU())
-	p("- load average (1, 5, 15 min) before the run: %s; after: %s\n", r.loadBefore, loadAverage())
+	p("- load average (1, 5, 15 min) before the run: %s; after: %s\n", r.loadBefore, harness.LoadAverage())
 	for _, t := range r.setupTimes {
 		p("- %s: %s, set-up included\n", t.what, t.took.Round(time.Second))
 	}
@@ -171,6 +141,7 @@ func (r *results) render() string {
 	r.renderCPU(p)
 	r.renderUpstream(p)
 	r.renderMemory(p)
+	r.renderRollover(p)
 	r.renderFootprint(p)
 	r.renderSteady(p)
 	r.renderCapacity(p)
@@ -187,24 +158,29 @@ func (r *results) renderScenarios(p printer) {
 	p("## Throughput and latency\n\n")
 	p("| Vault | scenario | path | reads | reads/s | p50 ms | p90 ms | p99 ms | errors | upstream token requests |\n")
 	p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, e := range r.entries {
-		for _, s := range allScenarios {
-			t := r.tally(e.key, s.key)
-			p("| %s | %s | `%s` | %d | %.0f | %.2f | %.2f | %.2f | %d | %d |\n",
-				e.title, s.title, s.path, t.reads, t.readsPerSecond(), ms(t.p(0.5)), ms(t.p(0.9)), ms(t.p(0.99)),
-				t.errors+t.warmupErrors, t.upstream)
-		}
-	}
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		p("| %s | %s | `%s` | %d | %.0f | %.2f | %.2f | %.2f | %d | %d |\n",
+			e.title, s.title, s.path, t.reads, t.readsPerSecond(), ms(t.p(0.5)), ms(t.p(0.9)), ms(t.p(0.99)),
+			t.errors+t.warmupErrors, t.upstream)
+	})
 	p("\nReads and reads/s are the measured slices; errors and upstream token requests include the warm-up.")
 	for _, a := range r.after {
 		p(" %s: after its scenarios the active node held %d leases in %s MiB (VmRSS).", a.title, a.leases, mib(a.rss))
 	}
 	p("\n\n")
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		if t.firstError != "" {
+			p("First error of %s, %s: `%s`\n\n", e.title, s.title, t.firstError)
+		}
+	})
+}
+
+// eachTally calls f with the tally of every scenario on every entry, in
+// the report's order.
+func (r *results) eachTally(f func(e entry, s scenario, t *tally)) {
 	for _, e := range r.entries {
 		for _, s := range allScenarios {
-			if t := r.tally(e.key, s.key); t.firstError != "" {
-				p("First error of %s, %s: `%s`\n\n", e.title, s.title, t.firstError)
-			}
+			f(e, s, r.tally(e.key, s.key))
 		}
 	}
 }
@@ -273,19 +249,16 @@ func (r *results) renderCPU(p printer) {
 	p("Microseconds of CPU (user and system) each process spent per request, warm-up included; Vault is the sum over its nodes.\n\n")
 	p("| Vault | scenario | Vault | piwik plugin | baseline plugin | stand-in | load generator | total |\n")
 	p("|---|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, e := range r.entries {
-		for _, s := range allScenarios {
-			t := r.tally(e.key, s.key)
-			var total time.Duration
-			p("| %s | %s |", e.title, s.title)
-			for _, k := range cpuKinds {
-				c := t.cpuPerRead(k)
-				total += c
-				p(" %d |", c.Microseconds())
-			}
-			p(" %d |\n", total.Microseconds())
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		var total time.Duration
+		p("| %s | %s |", e.title, s.title)
+		for _, k := range cpuKinds {
+			c := t.cpuPerRead(k)
+			total += c
+			p(" %d |", c.Microseconds())
 		}
-	}
+		p(" %d |\n", total.Microseconds())
+	})
 	p("\n")
 }
 
@@ -297,19 +270,16 @@ func (r *results) renderUpstream(p printer) {
 	p("What the stand-in counted against the reads that caused them. A token_reuse role must cost one request per token life (30 minutes here, longer than a run) on each Vault, whatever the concurrency; a role without it one request per read.\n\n")
 	p("| Vault | scenario | requests sent (warm-up included) | errors | upstream token requests | expected |\n")
 	p("|---|---|---:|---:|---:|---|\n")
-	for _, e := range r.entries {
-		for _, s := range allScenarios {
-			if s.plugin != pluginName {
-				continue
-			}
-			t := r.tally(e.key, s.key)
-			want := fmt.Sprintf("%d (one per read)", t.requests())
-			if s.reuse {
-				want = "1 per Vault set-up, in its first scenario on this role"
-			}
-			p("| %s | %s | %d | %d | %d | %s |\n", e.title, s.title, t.requests(), t.errors+t.warmupErrors, t.upstream, want)
+	r.eachTally(func(e entry, s scenario, t *tally) {
+		if s.plugin != pluginName {
+			return
 		}
-	}
+		want := fmt.Sprintf("%d (one per read)", t.requests())
+		if s.reuse {
+			want = "1 per Vault set-up, in its first scenario on this role"
+		}
+		p("| %s | %s | %d | %d | %d | %s |\n", e.title, s.title, t.requests(), t.errors+t.warmupErrors, t.upstream, want)
+	})
 	for _, bu := range r.bursts {
 		p("| %s | cold token_reuse role, %s, %d clients at once | %d | %d | %d | 1 |\n",
 			bu.entry, bu.mode, bu.clients, bu.reads+bu.errors, bu.errors, bu.upstream)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/bench/loadgen"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/harness"
 )
 
 // scenario is one path read under load.
@@ -82,11 +83,11 @@ func (t *tally) cpuPerRead(kind string) time.Duration {
 }
 
 // cpuSnapshot is the CPU time each kind of process has used so far.
-func (h *harness) cpuSnapshot(d *deployment) map[string]time.Duration {
+func (h *benchRun) cpuSnapshot(d *deployment) map[string]time.Duration {
 	sum := func(pids []int) time.Duration {
 		var t time.Duration
 		for _, pid := range pids {
-			t += cpuTime(pid)
+			t += harness.CPUTime(pid)
 		}
 		return t
 	}
@@ -94,18 +95,22 @@ func (h *harness) cpuSnapshot(d *deployment) map[string]time.Duration {
 		cpuVault:    sum(d.vaultPIDs()),
 		cpuPiwik:    sum(d.pluginPIDs(pluginName)),
 		cpuBaseline: sum(d.pluginPIDs(baselineName)),
-		cpuStandin:  cpuTime(h.standin.pid()),
-		cpuDriver:   selfCPU(),
+		cpuStandin:  harness.CPUTime(h.standin.Proc.PID()),
+		cpuDriver:   harness.SelfCPU(),
 	}
 }
 
 // tokenRequests is how many token requests the stand-in has answered.
-func (h *harness) tokenRequests() (int64, error) {
-	var st struct {
-		TokenRequests int64 `json:"token_requests"`
-	}
-	err := getJSON(h.standinURL+"/_standin/stats", &st)
+func (h *benchRun) tokenRequests() (int64, error) {
+	st, err := h.standin.Stats()
 	return st.TokenRequests, err
+}
+
+// memStatus is a memory field of /proc/<pid>/status (VmRSS, VmHWM,
+// RssAnon) in bytes; 0 when unknown.
+func memStatus(pid int, field string) int64 {
+	kb, _ := harness.Status(pid, field)
+	return kb << 10
 }
 
 // scenarios runs every scenario on every entry of d, in interleaved
@@ -114,7 +119,7 @@ func (h *harness) tokenRequests() (int64, error) {
 // the reverse order: Vault's heap grows with every lease, and a scenario
 // always run late in a round would pay more for it (more GC work). Only
 // the first slice of each has a warm-up.
-func (h *harness) scenarios(d *deployment, entries []entry) error {
+func (h *benchRun) scenarios(d *deployment, entries []entry) error {
 	cfg := h.cfg
 	slice := cfg.slice()
 	type job struct {
@@ -153,15 +158,15 @@ func (h *harness) scenarios(d *deployment, entries []entry) error {
 	if err != nil {
 		return err
 	}
-	h.results.after = append(h.results.after, afterScenarios{d.title, memStatus(d.active().proc.pid(), "VmRSS"), n})
+	h.results.after = append(h.results.after, afterScenarios{d.title, memStatus(d.active().Proc.PID(), "VmRSS"), n})
 	return nil
 }
 
 // slice runs one scenario on one entry for one slice and adds what it
 // measured to t.
-func (h *harness) slice(d *deployment, e entry, s scenario, t *tally, round int, warm, slice time.Duration) error {
+func (h *benchRun) slice(d *deployment, e entry, s scenario, t *tally, round int, warm, slice time.Duration) error {
 	for _, pid := range d.pluginPIDs(pluginName) {
-		resetPeak(pid)
+		harness.ResetPeak(pid)
 	}
 	before := h.cpuSnapshot(d)
 	up0, err := h.tokenRequests()
@@ -170,7 +175,7 @@ func (h *harness) slice(d *deployment, e entry, s scenario, t *tally, round int,
 	}
 	stopProfiles := h.startProfiles(d, e, s, round, warm, slice)
 	res, err := loadgen.Run(h.ctx, loadgen.Options{
-		Addr: e.node.addr, Token: d.token, Path: s.path,
+		Addr: e.node.Addr, Token: d.token, Path: s.path,
 		Concurrency: h.cfg.concurrency, Duration: slice, Warmup: warm,
 	})
 	stopProfiles(res.ReadsPerSecond())

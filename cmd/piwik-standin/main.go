@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/piwik-vault/vault-plugin-secrets-piwik/standin"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 // secretEnv names the variable holding the first credential's secret.

@@ -1,17 +1,21 @@
-// Package standin is a stand-in for Piwik PRO's auth API, for tests and local
-// development. It issues JWT-shaped tokens from POST <base>/auth/token,
-// answers GET <base>/api/users/v2/me for them, and can be told to misbehave
-// (rate limits, proxy errors, dropped connections, malformed replies) so the
+// Package standin is a stand-in for Piwik PRO's auth API, for the plugin's
+// tests and local development; cmd/piwik-standin serves it. It issues
+// JWT-shaped tokens from POST <base>/auth/token, answers GET
+// <base>/api/users/v2/me for them, and can be told to misbehave (rate
+// limits, proxy errors, dropped connections, malformed replies) so the
 // plugin's client can be tested against every failure it must survive, at
-// once or on a schedule of phases (SetSchedule). It records, per client id,
-// how many token requests were in flight at once, each 429 it sent and any
-// request that arrived before its Retry-After had passed, and when each
-// token was issued and expires (ClientReports, Issued), so that a test can
-// check how a client paced itself.
+// once (SetFault, FailNext) or, through the control endpoints under
+// /_standin/, on a schedule of phases. It records, per client id, how many
+// token requests were in flight at once, each 429 it sent and any request
+// that arrived before its Retry-After had passed, and when each token was
+// issued and expires (GET /_standin/clients and /_standin/issued), so that
+// a test can check how a client paced itself.
 //
-// The replies follow /work/shared/PIWIK-PRO-API.md. Tokens are not RSA
-// signed: the signature has the size of an RS256 one but is a keyed hash, so
-// minting is cheap and only this server can verify its own tokens.
+// The replies follow Piwik PRO's public API documentation: the token
+// request and reply, the error bodies of 400, 401, 402 and 429, and the
+// JWT claims. Tokens are not RSA signed: the signature has the size of an
+// RS256 one but is a keyed hash, so minting is cheap and only this server
+// can verify its own tokens.
 package standin
 
 import (
@@ -28,8 +32,8 @@ const (
 	// DefaultLifetime is the token lifetime Piwik PRO documents.
 	DefaultLifetime = 30 * time.Minute
 
-	// DefaultOrg is the organisation name in the example tokens.
-	DefaultOrg = "default"
+	// defaultOrg is the organisation name in the example tokens.
+	defaultOrg = "default"
 
 	// tokenSuffix and meSuffix end the paths the stand-in serves; anything
 	// before them is taken as the base URL's path prefix.
@@ -72,7 +76,7 @@ type Options struct {
 	Now func() time.Time
 	// RetryAfterGrace is how long after a 429 a request of the same client
 	// id may arrive without counting as a violation of its Retry-After;
-	// default DefaultRetryAfterGrace. See ClientReports.
+	// default DefaultRetryAfterGrace. See GET /_standin/clients.
 	RetryAfterGrace time.Duration
 }
 
@@ -90,7 +94,7 @@ type Server struct {
 	fault     Fault         // for every request, set by SetFault
 	next      Fault         // for the next nextCount requests, set by FailNext
 	nextCount int
-	sched     *runningSchedule // set by SetSchedule
+	sched     *runningSchedule // set by setSchedule
 
 	clients *clientTracker
 
@@ -120,7 +124,7 @@ func New(opts Options) *Server {
 		closed:     make(chan struct{}),
 	}
 	if s.org == "" {
-		s.org = DefaultOrg
+		s.org = defaultOrg
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -107,7 +107,7 @@ const (
 // echoModes lists the Echo* constants, for validation.
 var echoModes = []string{EchoBody, EchoRaw, EchoJSON, EchoURL, EchoQuoted, EchoTokenType, EchoLocation}
 
-// faultKinds lists every kind but FaultNone, for Valid.
+// faultKinds lists every kind but FaultNone, for valid.
 var faultKinds = []FaultKind{
 	FaultRateLimit, FaultNoLicense, FaultServerError, FaultBadGateway,
 	FaultUnavailable, FaultGatewayTimeout, FaultCloseConnection, FaultHang,
@@ -117,8 +117,8 @@ var faultKinds = []FaultKind{
 	FaultBadJWT, FaultNotImplemented, FaultRedirect, FaultEcho, FaultHugeHeader,
 }
 
-// Valid reports whether k is a known fault kind or FaultNone.
-func (k FaultKind) Valid() bool {
+// valid reports whether k is a known fault kind or FaultNone.
+func (k FaultKind) valid() bool {
 	if k == FaultNone {
 		return true
 	}

@@ -6,29 +6,30 @@ import (
 	"time"
 )
 
-// Phase is one step of a Schedule: while it runs, every token request gets
-// Fault (unless FailNext armed one), and the credentials whose client ids
-// are in Revoked are treated as deleted: their requests get 401
+// schedulePhase is one step of a faultSchedule: while it runs, every token
+// request gets Fault (unless FailNext armed one), and the credentials whose
+// client ids are in Revoked are treated as deleted: their requests get 401
 // invalid_client, as for an unknown client id.
-type Phase struct {
+type schedulePhase struct {
 	Name     string
 	Duration time.Duration
 	Fault    Fault
 	Revoked  []string
 }
 
-// Schedule is a sequence of phases that starts when it is set. Without
-// Repeat the server goes back to normal (or to the fault set by SetFault)
-// after the last phase; with Repeat it starts over, each pass a new cycle.
-type Schedule struct {
-	Phases []Phase
+// faultSchedule is a sequence of phases that starts when it is set.
+// Without Repeat the server goes back to normal (or to the fault set by
+// SetFault) after the last phase; with Repeat it starts over, each pass a
+// new cycle.
+type faultSchedule struct {
+	Phases []schedulePhase
 	Repeat bool
 }
 
-// runningSchedule is a Schedule with its start, and the counters of each
+// runningSchedule is a faultSchedule with its start, and the counters of each
 // phase it ran.
 type runningSchedule struct {
-	Schedule
+	faultSchedule
 	start time.Time
 	cycle time.Duration // sum of the phase durations
 	// counts holds the requests of each phase run, by client id.
@@ -41,12 +42,12 @@ type phaseRun struct {
 }
 
 // validate reports what is wrong with sc, if anything.
-func (sc Schedule) validate() error {
+func (sc faultSchedule) validate() error {
 	for i, p := range sc.Phases {
 		switch {
 		case p.Duration <= 0:
 			return fmt.Errorf("phase %d (%q): the duration must be positive", i, p.Name)
-		case !p.Fault.Kind.Valid():
+		case !p.Fault.Kind.valid():
 			return fmt.Errorf("phase %d (%q): unknown fault kind %q", i, p.Name, p.Fault.Kind)
 		case slices.Contains(p.Revoked, ""):
 			return fmt.Errorf("phase %d (%q): an empty client id in revoke", i, p.Name)
@@ -55,9 +56,9 @@ func (sc Schedule) validate() error {
 	return nil
 }
 
-// SetSchedule starts sc now, replacing any schedule that runs and its
+// setSchedule starts sc now, replacing any schedule that runs and its
 // counters; a schedule without phases stops the one that runs.
-func (s *Server) SetSchedule(sc Schedule) error {
+func (s *Server) setSchedule(sc faultSchedule) error {
 	if err := sc.validate(); err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func (s *Server) SetSchedule(sc Schedule) error {
 		s.sched = nil
 		return nil
 	}
-	rs := &runningSchedule{Schedule: sc, start: s.now(), counts: make(map[phaseRun]map[string]*outcomes)}
+	rs := &runningSchedule{faultSchedule: sc, start: s.now(), counts: make(map[phaseRun]map[string]*outcomes)}
 	rs.Phases = slices.Clone(sc.Phases)
 	for i, p := range rs.Phases {
 		rs.Phases[i].Revoked = slices.Clone(p.Revoked)
@@ -158,6 +159,15 @@ type PhaseReport struct {
 	Clients map[string]OutcomeCounts `json:"clients"`
 }
 
+// Requests returns how many token requests clientID sent in the run.
+func (p PhaseReport) Requests(clientID string) int64 {
+	var n int64
+	for _, c := range p.Clients[clientID] {
+		n += c
+	}
+	return n
+}
+
 // ScheduleReport is the body of GET /_standin/schedule.
 type ScheduleReport struct {
 	Running bool      `json:"running"`
@@ -167,9 +177,9 @@ type ScheduleReport struct {
 	Phases []PhaseReport `json:"phases"`
 }
 
-// ScheduleReport returns the running schedule's phase runs so far and
+// scheduleReport returns the running schedule's phase runs so far and
 // their counters.
-func (s *Server) ScheduleReport() ScheduleReport {
+func (s *Server) scheduleReport() ScheduleReport {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -42,14 +42,15 @@ type faultRequest struct {
 }
 
 // scheduleRequest is the body of POST /_standin/schedule: the phases of a
-// Schedule, or "stop" to end the one that runs.
+// faultSchedule, or "stop" to end the one that runs.
 type scheduleRequest struct {
 	Phases []phaseRequest `json:"phases"`
 	Repeat bool           `json:"repeat"`
 	Stop   bool           `json:"stop"`
 }
 
-// phaseRequest is one Phase of a scheduleRequest; its fault has no count.
+// phaseRequest is one schedulePhase of a scheduleRequest; its fault has
+// no count.
 type phaseRequest struct {
 	Name       string       `json:"name"`
 	DurationMS int          `json:"duration_ms"`
@@ -78,8 +79,8 @@ type credentialJSON struct {
 	NoLicense    bool   `json:"no_license"`
 }
 
-// stats is the body of GET /_standin/stats.
-type stats struct {
+// Stats is the body of GET /_standin/stats.
+type Stats struct {
 	TokenRequests int64 `json:"token_requests"`
 	TokensIssued  int64 `json:"tokens_issued"`
 	// TokenRequestsBy counts token requests per known client id.
@@ -140,28 +141,39 @@ func (s *Server) controlReport(r *http.Request) func() any {
 	switch r.URL.Path {
 	case controlStats:
 		return func() any {
-			return stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued(), TokenRequestsBy: s.TokenRequestsBy()}
+			return Stats{TokenRequests: s.TokenRequests(), TokensIssued: s.TokensIssued(), TokenRequestsBy: s.TokenRequestsBy()}
 		}
 	case controlSchedule:
 		if r.Method == http.MethodPost {
 			return nil
 		}
-		return func() any { return s.ScheduleReport() }
+		return func() any { return s.scheduleReport() }
 	case controlClients:
 		return func() any {
-			return clientsReport{RetryAfterGraceMS: s.RetryAfterGrace().Milliseconds(), Clients: s.ClientReports()}
+			return ClientsReport{RetryAfterGraceMS: s.retryAfterGrace().Milliseconds(), Clients: s.clientReports()}
 		}
 	case controlIssued:
 		id := r.URL.Query().Get("client_id")
-		return func() any { return issuedReport{ClientID: id, Tokens: s.Issued(id)} }
+		return func() any { return issuedReport{ClientID: id, Tokens: s.issued(id)} }
 	}
 	return nil
 }
 
-// clientsReport is the body of GET /_standin/clients.
-type clientsReport struct {
+// ClientsReport is the body of GET /_standin/clients.
+type ClientsReport struct {
 	RetryAfterGraceMS int64          `json:"retry_after_grace_ms"`
 	Clients           []ClientReport `json:"clients"`
+}
+
+// ByID returns the record of clientID, a zero one when it sent no token
+// request.
+func (r ClientsReport) ByID(clientID string) ClientReport {
+	for _, c := range r.Clients {
+		if c.ClientID == clientID {
+			return c
+		}
+	}
+	return ClientReport{ClientID: clientID, Outcomes: OutcomeCounts{}}
 }
 
 // issuedReport is the body of GET /_standin/issued?client_id=...
@@ -173,7 +185,7 @@ type issuedReport struct {
 // fault checks a fault request and converts it.
 func (req faultRequest) fault() (Fault, error) {
 	switch {
-	case !req.Kind.Valid():
+	case !req.Kind.valid():
 		return Fault{}, fmt.Errorf("unknown fault kind %q", req.Kind)
 	case req.RetryAfter < 0 || req.DelayMS < 0 || req.Count < 0:
 		return Fault{}, errors.New("retry_after, delay_ms and count must not be negative")
@@ -231,11 +243,11 @@ func (s *Server) controlSchedule(r *http.Request) error {
 	case req.Stop && len(req.Phases) > 0:
 		return errors.New(`"stop" and "phases" exclude each other`)
 	case req.Stop:
-		return s.SetSchedule(Schedule{})
+		return s.setSchedule(faultSchedule{})
 	case len(req.Phases) == 0:
 		return errNoPhases
 	}
-	sc := Schedule{Repeat: req.Repeat}
+	sc := faultSchedule{Repeat: req.Repeat}
 	for i, p := range req.Phases {
 		if p.Fault.Count != 0 {
 			return fmt.Errorf("phase %d (%q): a phase's fault has no count", i, p.Name)
@@ -244,9 +256,9 @@ func (s *Server) controlSchedule(r *http.Request) error {
 		if err != nil {
 			return fmt.Errorf("phase %d (%q): %w", i, p.Name, err)
 		}
-		sc.Phases = append(sc.Phases, Phase{Name: p.Name, Duration: time.Duration(p.DurationMS) * time.Millisecond, Fault: f, Revoked: p.Revoke})
+		sc.Phases = append(sc.Phases, schedulePhase{Name: p.Name, Duration: time.Duration(p.DurationMS) * time.Millisecond, Fault: f, Revoked: p.Revoke})
 	}
-	return s.SetSchedule(sc)
+	return s.setSchedule(sc)
 }
 
 // controlLifetime serves POST /_standin/lifetime.

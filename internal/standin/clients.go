@@ -27,8 +27,8 @@ const (
 	maxKept = 100_000
 
 	// Outcomes that are not an HTTP status.
-	OutcomeDropped    = "dropped"     // the stand-in closed the connection without a reply
-	OutcomeClientGone = "client_gone" // the client left before the reply
+	outcomeDropped    = "dropped"     // the stand-in closed the connection without a reply
+	outcomeClientGone = "client_gone" // the client left before the reply
 )
 
 // clientTracker holds the records of every client id.
@@ -91,7 +91,7 @@ type IssuedToken struct {
 }
 
 // outcomes counts replies by outcome: an HTTP status ("200", "429"), or
-// OutcomeDropped or OutcomeClientGone.
+// outcomeDropped or outcomeClientGone.
 type outcomes struct {
 	m map[string]int64
 }
@@ -253,9 +253,9 @@ type ClientReport struct {
 	TokensIssued     int64       `json:"tokens_issued"`
 }
 
-// ClientReports returns the records of every client id that sent a token
+// clientReports returns the records of every client id that sent a token
 // request, by client id.
-func (s *Server) ClientReports() []ClientReport {
+func (s *Server) clientReports() []ClientReport {
 	t := s.clients
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -274,9 +274,9 @@ func (s *Server) ClientReports() []ClientReport {
 	return out
 }
 
-// Issued returns when each token sent to clientID was sent and when it
+// issued returns when each token sent to clientID was sent and when it
 // expires, oldest first (at most the first 100,000).
-func (s *Server) Issued(clientID string) []IssuedToken {
+func (s *Server) issued(clientID string) []IssuedToken {
 	t := s.clients
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -286,9 +286,9 @@ func (s *Server) Issued(clientID string) []IssuedToken {
 	return []IssuedToken{}
 }
 
-// RetryAfterGrace returns the grace after a 429 within which a request is
+// retryAfterGrace returns the grace after a 429 within which a request is
 // not a violation of its Retry-After.
-func (s *Server) RetryAfterGrace() time.Duration {
+func (s *Server) retryAfterGrace() time.Duration {
 	return s.clients.grace
 }
 
@@ -326,9 +326,9 @@ func (w *trackedWriter) outcome(r *http.Request, dropped bool) string {
 	case w.status != 0:
 		return strconv.Itoa(w.status)
 	case dropped:
-		return OutcomeDropped
+		return outcomeDropped
 	case r.Context().Err() != nil:
-		return OutcomeClientGone
+		return outcomeClientGone
 	}
-	return OutcomeDropped
+	return outcomeDropped
 }
