@@ -10,7 +10,7 @@
 # (or $BENCH_OUT).
 #
 # Environment: VAULT_BINARY, PLUGIN_BINARY, STANDIN_BINARY (required,
-# absolute paths); PLUGIN_VERSION (default v0.1.0); GO (default go);
+# absolute paths); PLUGIN_VERSION (default: the top entry of CHANGELOG.md); GO (default go);
 # BENCH_PROFILE_DIR: also save CPU profiles there, with a plugin built
 # with its symbol table so that perf can name its functions.
 set -euo pipefail
@@ -23,7 +23,7 @@ source "$root/scripts/lib.sh"
 : "${PLUGIN_BINARY:?set PLUGIN_BINARY to the plugin binary (make bench does)}"
 : "${STANDIN_BINARY:?set STANDIN_BINARY to the stand-in binary (make bench does)}"
 go_cmd="${GO:-go}"
-export PLUGIN_VERSION="${PLUGIN_VERSION:-v0.1.0}"
+export PLUGIN_VERSION="${PLUGIN_VERSION:-$(make -s -C "$root" version)}"
 module="github.com/piwik-vault/vault-plugin-secrets-piwik"
 
 build="$(mktemp -d "${TMPDIR:-/tmp}/piwik-bench-build.XXXXXX")"

@@ -16,7 +16,7 @@
 #   VAULT_BINARY    the Vault binary to run (default: `vault` on PATH)
 #   VAULT_DEV_PORT  Vault's port on 127.0.0.1 (default 8200)
 #   STANDIN_PORT    the stand-in's port on 127.0.0.1 (default 8210)
-#   VERSION         the version the plugin was built with (default v0.1.0)
+#   VERSION         the version the plugin was built with (default: the top entry of CHANGELOG.md)
 #   PIWIK_URL, PIWIK_CLIENT_ID, PIWIK_CLIENT_SECRET
 #                   use this Piwik PRO account instead of the stand-in
 set -euo pipefail
@@ -27,7 +27,7 @@ source "$root/scripts/lib.sh"
 
 vault_port="${VAULT_DEV_PORT:-8200}"
 standin_port="${STANDIN_PORT:-8210}"
-version="${VERSION:-v0.1.0}"
+version="${VERSION:-$(make -s -C "$root" version)}"
 plugin_name="vault-plugin-secrets-piwik"
 # The file name in the plugin directory, as in a release zip.
 plugin_command="${plugin_name}_${version}"

@@ -7,7 +7,8 @@
 #
 # Environment:
 #   VERSION          version to stamp, with a leading v (required; make
-#                    release passes v0.1.0 unless told otherwise)
+#                    release passes the top entry of CHANGELOG.md
+#                    unless told otherwise)
 #   GPG_FINGERPRINT  key that signs SHA256SUMS (gpg --local-user); when
 #                    unset, SHA256SUMS is not signed
 #   GNUPGHOME        gpg's home, if not ~/.gnupg

@@ -5,12 +5,12 @@ variable "plugin_command" {
 }
 
 variable "plugin_version" {
-  description = "Version the plugin binary reports, e.g. \"v0.1.0\" (vault plugin info shows it after a first registration)."
+  description = "Version the plugin binary reports, e.g. \"v0.2.0\" (vault plugin info shows it after a first registration)."
   type        = string
 }
 
 variable "plugin_sha256" {
-  description = "SHA-256 of the plugin binary, hex (sha256sum vault-plugin-secrets-piwik_v0.1.0)."
+  description = "SHA-256 of the plugin binary, hex (sha256sum vault-plugin-secrets-piwik_v0.2.0)."
   type        = string
 
   validation {
