@@ -33,12 +33,10 @@ type checkResult struct {
 // PRO drops a role's credential, that role (and only it) is reported with
 // Piwik PRO's invalid_client error; the metrics count the tokens minted.
 func TestCheckReportsDroppedRoleCredential(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	// A stand-in and mount of its own: its credentials change below, and
 	// its counters must match the mount's.
 	const mount = "piwik-check"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 
 	analyst := map[string]string{"client_id": "check-analyst", "client_secret": randomString(t, 32)}
 	rememberSecret(t, "client secret of the check-analyst credential", analyst["client_secret"])
@@ -173,10 +171,8 @@ func requireRoleResult(t *testing.T, report checkReport, role string, ok bool, s
 // within the minute make no token request and answer the first result
 // with its checked_at; a config write makes the next check live.
 func TestCheckCostsOneRequestPerCredentialPerMinute(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-check-memory"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	hidden := []string{st.clientSecret}
 
 	before := st.stats(t).TokenRequests

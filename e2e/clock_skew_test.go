@@ -10,10 +10,8 @@ import (
 // whose exp - iat is 300 s (while expires_in says 1800) gets a lease of at
 // most 300 s, not the 420 s that exp read on Vault's clock would give.
 func TestRemoteClockAheadOnlyShortensTheLease(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-skew"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	st.control(t, "clock", map[string]int{"skew_seconds": 120})
 	st.control(t, "fault", map[string]any{"kind": "short_jwt"}) // exp = iat + 300
 	defer st.control(t, "fault", map[string]any{"kind": ""})

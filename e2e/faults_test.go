@@ -20,10 +20,8 @@ import (
 // It has its own stand-in and mount on the shared dev server, so that its
 // faults reach no other test.
 func TestFaultsThroughVault(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-faults"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 
 	// The client allows a hanging read more than twice the request_timeout
 	// the test sets, and less than the default one.

@@ -37,10 +37,8 @@ func TestSubSecondDurationsAreRefused(t *testing.T) {
 // TestSecretFromAFileWithATrailingNewline pins that client_id=@file and
 // client_secret=@file work with the newline every editor ends a file with.
 func TestSecretFromAFileWithATrailingNewline(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-atfile"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	dir := testDir(t)
 	idFile, secretFile := filepath.Join(dir, "client_id.txt"), filepath.Join(dir, "secret.txt")
 	writeFile(t, idFile, st.clientID+"\n")

@@ -32,10 +32,8 @@ import (
 // It has its own stand-in and mount on the shared dev server, so that its
 // counters count only what it does.
 func TestMetricsPrometheus(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-metrics"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	v.vault(t, "write", mount+"/roles/shared", "token_reuse=true")
 	infoLog := v.monitor(t, "info")
 	logStart := fileSize(v.proc.logPath)

@@ -51,10 +51,8 @@ func maxRequestsWhileFailing(d time.Duration) int {
 // room to spare before the token falls below the stale floor.
 func TestReuseRoleServesThroughOutage(t *testing.T) {
 	outage := envDuration(t, "E2E_OUTAGE", 24*time.Second)
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-outage"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 
 	// A token lives through the wait below reuse_min_remaining (5s), the
 	// outage, the backoff window that may still be open after it (up to
@@ -193,10 +191,8 @@ func TestReuseRoleServesThroughOutage(t *testing.T) {
 // other nine must fail at once with 429, saying that nothing was sent and
 // how long is left.
 func TestRateLimitWindowSendsOneRequest(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-ratelimit"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	st.control(t, "fault", map[string]any{"kind": "rate_limit", "retry_after": 30})
 	client := v.client(t, v.token)
 	client.SetClientTimeout(30 * time.Second)

@@ -12,10 +12,8 @@ import (
 // in Piwik PRO, read while another reuse role's token is being minted,
 // does not void that mint, so the other role's next read costs no request.
 func TestReuseRoleKeepsItsMintWhenAnotherRoleIsRejected(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-generations"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	v.vault(t, "write", mount+"/roles/g", "token_reuse=true")
 	broken := addStandinCredential(t, st, "generations-broken")
 	writeRoleCredential(t, v, mount, "broken", broken, "token_reuse=true")
@@ -55,10 +53,8 @@ func TestReuseRoleKeepsItsMintWhenAnotherRoleIsRejected(t *testing.T) {
 // role's read forgets the cached tokens of that credential on every role:
 // during the next outage no role serves a token of it stale.
 func TestRejectedCredentialIsForgottenOnEveryRole(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-rejected"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	// Every read asks Piwik PRO (a 10-minute token never has 600s left)
 	// and falls back on the cached token when it cannot have a new one.
 	st.setLifetime(t, 600)

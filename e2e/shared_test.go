@@ -75,3 +75,11 @@ func (env *devEnv) privateMount(t *testing.T, mount string) *standin {
 	t.Cleanup(func() { env.vault.vault(t, "secrets", "disable", mount) })
 	return st
 }
+
+// mountPrivately is privateMount on the shared dev server: the server, and
+// the stand-in of mount.
+func mountPrivately(t *testing.T, mount string) (*vaultServer, *standin) {
+	t.Helper()
+	env := sharedDev(t)
+	return env.vault, env.privateMount(t, mount)
+}

@@ -17,10 +17,8 @@ const warmRoles = 100
 // while Piwik PRO is down. Writes that change nothing of a credential (a
 // role's ttl, the config's max_retries) keep the tokens too.
 func TestReloadServesStoredTokens(t *testing.T) {
-	env := sharedDev(t)
-	v := env.vault
 	const mount = "piwik-warm"
-	st := env.privateMount(t, mount)
+	v, st := mountPrivately(t, mount)
 	client := v.client(t, v.token)
 	roles := make([]string, warmRoles)
 	for i := range roles {
