@@ -378,15 +378,30 @@ func (r *results) renderFootprint(p printer) {
 		f.points[0].leases, f.points[1].leases, f.points[2].leases)
 }
 
+// reuseRefreshAfter is how long after its mint a token_reuse role's token
+// of life ttl is replaced: at the start of its refresh window, a tenth of
+// its life (at least the config's 10 s request_timeout, at most half the
+// way) before its reuse point at half its life (README: Token reuse).
+func reuseRefreshAfter(ttl time.Duration) time.Duration {
+	const requestTimeout = 10 * time.Second
+	toReusePoint := ttl / 2
+	window := min(max(ttl/10, requestTimeout), toReusePoint/2)
+	return toReusePoint - window
+}
+
 func (r *results) renderSteady(p printer) {
 	s := r.steady
 	if len(s.samples) == 0 {
 		return
 	}
 	ttl := s.ttl.Seconds()
+	refresh := reuseRefreshAfter(s.ttl).Seconds()
+	// A reused token is handed out from its mint until it is replaced, so
+	// its leases live between the whole token life and ttl - refresh.
+	reuseShare := (ttl - refresh/2) / ttl
 	p("## Leases at a steady read rate (one raft node, short tokens)\n\n")
-	p("The stand-in issued tokens living %.0f s; `piwik/creds/ss-mint` (mint per read) and `piwik/creds/ss-reuse` (token_reuse) were each read at %.0f reads/s for %s, and the leases under each were listed (`sys/leases/lookup/...`) as they piled up and expired. A lease lives as long as the token it carries: a minted token's full life, a reused token's remaining life, which is between the whole and half of it (a token is handed out until half its life is left), %.2f of it on average.\n\n",
-		ttl, s.rate, s.duration, 0.75)
+	p("The stand-in issued tokens living %.0f s; `piwik/creds/ss-mint` (mint per read) and `piwik/creds/ss-reuse` (token_reuse) were each read at %.0f reads/s for %s, and the leases under each were listed (`sys/leases/lookup/...`) as they piled up and expired. A lease lives as long as the token it carries: a minted token's full life, a reused token's remaining life. A reused token is handed out until a background mint replaces it, %.0f s after its own mint (the start of its refresh window), so its leases live between %.0f and %.0f s, %.2f of the token's life on average.\n\n",
+		ttl, s.rate, s.duration, refresh, ttl-refresh, ttl, reuseShare)
 	p("| t s | leases, mint | leases, reuse |\n|---:|---:|---:|\n")
 	for _, x := range s.samples {
 		p("| %.1f | %d | %d |\n", x.at.Seconds(), x.mint, x.reuse)
@@ -399,12 +414,12 @@ func (r *results) renderSteady(p printer) {
 			n++
 		}
 	}
-	wantMint, wantReuse := s.rate*ttl, s.rate*ttl*0.75
+	wantMint, wantReuse := s.rate*ttl, s.rate*ttl*reuseShare
 	mintAvg, reuseAvg := mintSum/math.Max(n, 1), reuseSum/math.Max(n, 1)
-	halfLives := int(math.Ceil(s.duration.Seconds() / (ttl / 2)))
+	refreshes := int(math.Ceil(s.duration.Seconds() / refresh))
 	p("\n| role | reads | steady lease count (mean of samples after %.0f s) | expected: rate × lease life | upstream token requests | expected |\n|---|---:|---:|---:|---:|---|\n", 1.25*ttl)
 	p("| ss-mint | %d | %.0f | %.0f × %.0f s = %.0f | %d | %d (one per read) |\n", s.mintReads, mintAvg, s.rate, ttl, wantMint, s.mintUp, s.mintReqs)
-	p("| ss-reuse | %d | %.0f | %.0f × %.0f s × 0.75 = %.0f | %d | %d to %d (one per half token life) |\n", s.reuseReads, reuseAvg, s.rate, ttl, wantReuse, s.reuseUp, halfLives, halfLives+1)
+	p("| ss-reuse | %d | %.0f | %.0f × %.0f s × %.2f = %.0f | %d | %d to %d (one per %.0f s, and the periodic call's) |\n", s.reuseReads, reuseAvg, s.rate, ttl, reuseShare, wantReuse, s.reuseUp, refreshes, refreshes+2, refresh)
 	p("\nErrors: %d.", s.errors)
 	if s.firstError != "" {
 		p(" First: `%s`.", s.firstError)
@@ -412,9 +427,9 @@ func (r *results) renderSteady(p printer) {
 	p("\n\n")
 	within := func(got, want float64) bool { return want > 0 && math.Abs(got-want)/want <= 0.15 }
 	r.target("steady state, mint: leases = rate × token life (±15 %)", fmt.Sprintf("%.0f for %.0f", mintAvg, wantMint), within(mintAvg, wantMint))
-	r.target("steady state, token_reuse: leases = rate × 0.75 token life (±15 %)", fmt.Sprintf("%.0f for %.0f", reuseAvg, wantReuse), within(reuseAvg, wantReuse))
-	r.target("steady state, token_reuse: one token request per half token life", fmt.Sprintf("%d in %s of %.0f s tokens", s.reuseUp, s.duration, ttl),
-		s.reuseUp >= int64(halfLives) && s.reuseUp <= int64(halfLives+1))
+	r.target(fmt.Sprintf("steady state, token_reuse: leases = rate × %.2f token life (±15 %%)", reuseShare), fmt.Sprintf("%.0f for %.0f", reuseAvg, wantReuse), within(reuseAvg, wantReuse))
+	r.target(fmt.Sprintf("steady state, token_reuse: one token request per %.0f s (the refresh window's start)", refresh), fmt.Sprintf("%d in %s of %.0f s tokens", s.reuseUp, s.duration, ttl),
+		s.reuseUp >= int64(refreshes) && s.reuseUp <= int64(refreshes+2))
 	r.target("steady state, mint: one token request per read", fmt.Sprintf("%d for %d reads", s.mintUp, s.mintReqs), s.mintUp == s.mintReqs && s.errors == 0)
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/bench/loadgen"
+	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
 // The rollover and sparse-reader phases: does a reader of a token_reuse
@@ -54,7 +55,7 @@ type sparseResult struct {
 // rolloverRuns measures both phases on the dev server.
 func (h *benchRun) rolloverRuns(d *deployment) error {
 	defer func() {
-		_ = h.standin.SetLifetime(0) // back to 30 minutes
+		_ = h.standin.SetLifetime(standin.DefaultLifetime)
 		_ = h.standin.Control("fault", map[string]any{"kind": ""})
 	}()
 	if err := h.rollover(d); err != nil {
