@@ -58,7 +58,7 @@ func FuzzConfigUpdate(f *testing.F) {
 	f.Add("http://127.0.0.1:8210", "id", "s", "-1s", -1, "-----BEGIN CERTIFICATE-----\n")
 	f.Add("http://evil.example", "", "", "0", 11, "x")
 	f.Add("https://[::1]:1/a//", "i\x00d", "s", "5m", 0, "")
-	schema := pathConfig(newBackend())[0].Fields
+	schema := configFields()
 	f.Fuzz(func(t *testing.T, url, id, secret, timeout string, retries int, caCert string) {
 		d := &framework.FieldData{Schema: schema, Raw: map[string]any{
 			"url": url, "client_id": id, "client_secret": secret,
@@ -119,7 +119,7 @@ func FuzzRoleUpdate(f *testing.F) {
 	f.Add("10m", "", "", true, "5m")
 	f.Add("-1s", "id", "", false, "0")
 	f.Add("9999999999h", "", "s", true, "x")
-	schema := pathRoles(newBackend())[1].Fields
+	schema := roleFields()
 	f.Fuzz(func(t *testing.T, ttl, id, secret string, reuse bool, floor string) {
 		raw := map[string]any{"ttl": ttl, "token_reuse": reuse, "reuse_min_remaining": floor}
 		if id != "" || secret != "" {

@@ -2,19 +2,13 @@ package piwik
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	"golang.org/x/net/idna"
 )
 
 const (
@@ -24,8 +18,6 @@ const (
 	maxRequestTimeout     = 5 * time.Minute
 	defaultMaxRetries     = 3
 	maxMaxRetries         = 10
-	maxURLLength          = 2048
-	maxCACertLength       = 1 << 20
 )
 
 // piwikConfig is the mount's connection to Piwik PRO, stored seal-wrapped.
@@ -66,49 +58,7 @@ func pathConfig(b *backend) []*framework.Path {
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"url": {
-				Type:        framework.TypeString,
-				Description: `Base URL of the Piwik PRO account, e.g. "https://acme.piwik.pro". A path prefix is allowed. Must be https; http only for loopback hosts.`,
-				DisplayAttrs: &framework.DisplayAttributes{
-					Name: "URL",
-				},
-			},
-			"client_id": {
-				Type:        framework.TypeString,
-				Description: "Client ID of the Piwik PRO API credential. Returned on read: it is an identifier; the secret is what grants access.",
-				DisplayAttrs: &framework.DisplayAttributes{
-					Name: "Client ID",
-				},
-			},
-			"client_secret": {
-				Type:        framework.TypeString,
-				Description: "Client secret of the Piwik PRO API credential. Write-only: never returned. Required again whenever url, ca_cert or client_id changes: the secret is only ever sent to the url it was given for.",
-				DisplayAttrs: &framework.DisplayAttributes{
-					Name:      "Client secret",
-					Sensitive: true,
-				},
-			},
-			"request_timeout": {
-				Type:        framework.TypeDurationSecond,
-				Description: "How long one token request to Piwik PRO may take, retries included. With retries, each attempt gets a share of it (a half with max_retries=1, a third with more), so that one hung attempt leaves time for the next.",
-				Default:     int(defaultRequestTimeout.Seconds()),
-			},
-			"ca_cert": {
-				Type:        framework.TypeString,
-				Description: "PEM bundle of the CAs trusted for the url instead of the system roots, for private deployments.",
-			},
-			"verify_credentials": {
-				Type:        framework.TypeBool,
-				Description: "Mint one token with new credentials before storing them, and refuse the write if that fails.",
-				Default:     true,
-			},
-			"max_retries": {
-				Type:        framework.TypeInt,
-				Description: "How many times a transient upstream failure (no connection, a hung attempt, 429, or 5xx other than 501) is retried. 0 disables retries.",
-				Default:     defaultMaxRetries,
-			},
-		},
+		Fields:         configFields(),
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -160,6 +110,54 @@ func pathConfig(b *backend) []*framework.Path {
 		HelpSynopsis:    pathConfigHelpSyn,
 		HelpDescription: pathConfigHelpDesc,
 	}}
+}
+
+// configFields is the schema of a config write, shared by the path and
+// screenInput.
+func configFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"url": {
+			Type:        framework.TypeString,
+			Description: `Base URL of the Piwik PRO account, e.g. "https://acme.piwik.pro". A path prefix is allowed. Must be https; http only for loopback hosts.`,
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "URL",
+			},
+		},
+		"client_id": {
+			Type:        framework.TypeString,
+			Description: "Client ID of the Piwik PRO API credential. Returned on read: it is an identifier; the secret is what grants access.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "Client ID",
+			},
+		},
+		"client_secret": {
+			Type:        framework.TypeString,
+			Description: "Client secret of the Piwik PRO API credential. Write-only: never returned. Required again whenever url, ca_cert or client_id changes: the secret is only ever sent to the url it was given for.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Client secret",
+				Sensitive: true,
+			},
+		},
+		"request_timeout": {
+			Type:        framework.TypeDurationSecond,
+			Description: "How long one token request to Piwik PRO may take, retries included. With retries, each attempt gets a share of it (a half with max_retries=1, a third with more), so that one hung attempt leaves time for the next.",
+			Default:     int(defaultRequestTimeout.Seconds()),
+		},
+		"ca_cert": {
+			Type:        framework.TypeString,
+			Description: "PEM bundle of the CAs trusted for the url instead of the system roots, for private deployments.",
+		},
+		"verify_credentials": {
+			Type:        framework.TypeBool,
+			Description: "Mint one token with new credentials before storing them, and refuse the write if that fails.",
+			Default:     true,
+		},
+		"max_retries": {
+			Type:        framework.TypeInt,
+			Description: "How many times a transient upstream failure (no connection, a hung attempt, 429, or 5xx other than 501) is retried. 0 disables retries.",
+			Default:     defaultMaxRetries,
+		},
+	}
 }
 
 // configResponseFields documents what a config read returns.
@@ -351,124 +349,6 @@ func (c *piwikConfig) update(d *framework.FieldData, stored *piwikConfig) error 
 		c.MaxRetries = n
 	}
 	return nil
-}
-
-// normalizeURL checks a Piwik PRO base URL and returns it without trailing
-// slashes. Plain http is refused except for loopback hosts, where it lets a
-// local stand-in be used.
-func normalizeURL(raw string) (string, error) {
-	if raw == "" {
-		return "", errors.New("required")
-	}
-	if len(raw) > maxURLLength {
-		return "", fmt.Errorf("longer than %d characters", maxURLLength)
-	}
-	if strings.ContainsFunc(raw, isControl) {
-		return "", errors.New("contains control characters")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", errors.New("not a valid URL")
-	}
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return "", fmt.Errorf("scheme must be https, got %q", u.Scheme)
-	case u.Host == "" || u.Hostname() == "":
-		return "", errors.New("no host")
-	case u.User != nil:
-		return "", errors.New("must not carry user information; use client_id and client_secret")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return "", errors.New("must not have a query or fragment")
-	case u.RawPath != "":
-		// An escape such as %2F that decoding would change: the path
-		// would be stored in one form and sent in another.
-		return "", errors.New("path must not hold escaped characters such as %2F")
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return "", errors.New("must use https (plain http is allowed only for loopback hosts)")
-	}
-	host, err := asciiHost(u.Hostname())
-	if err != nil {
-		return "", err
-	}
-	if port := u.Port(); port != "" {
-		host = net.JoinHostPort(host, port)
-	} else if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	u.Scheme = strings.ToLower(u.Scheme)
-	u.Host = host
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = ""
-	return u.String(), nil
-}
-
-// asciiHost returns host as it is dialled and stored: an IP literal, or a
-// lower-case ASCII DNS name, with an internationalized name converted to
-// its punycode form, so that what is stored, shown and dialled are one.
-func asciiHost(host string) (string, error) {
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.String(), nil
-	}
-	ascii, err := idna.Lookup.ToASCII(host)
-	if err != nil {
-		return "", errors.New("host is not a valid DNS name")
-	}
-	ascii = strings.ToLower(ascii)
-	if strings.ContainsFunc(ascii, func(r rune) bool {
-		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '.')
-	}) {
-		return "", errors.New("host is not a valid DNS name")
-	}
-	return ascii, nil
-}
-
-// isLoopback reports whether host is localhost or a loopback address.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// validateCACert checks that pemData holds only parseable certificates.
-func validateCACert(pemData string) error {
-	if len(pemData) > maxCACertLength {
-		return fmt.Errorf("larger than %d KiB", maxCACertLength>>10)
-	}
-	rest := []byte(pemData)
-	count := 0
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return fmt.Errorf("PEM block %d is a %q, want CERTIFICATE", count+1, block.Type)
-		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return fmt.Errorf("certificate %d does not parse: %w", count+1, err)
-		}
-		count++
-	}
-	if count == 0 || strings.TrimSpace(string(rest)) != "" {
-		return errors.New("not a PEM bundle of certificates")
-	}
-	return nil
-}
-
-// getConfig reads the config from storage; nil when never written.
-func getConfig(ctx context.Context, s logical.Storage) (*piwikConfig, error) {
-	entry, err := s.Get(ctx, configStoragePath)
-	if err != nil || entry == nil {
-		return nil, err
-	}
-	cfg := defaultConfig()
-	if err := decodeEntry(entry, cfg); err != nil {
-		return nil, err
-	}
-	return cfg, nil
 }
 
 const pathConfigHelpSyn = `Configure the Piwik PRO account and API credentials.`

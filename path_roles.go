@@ -51,24 +51,6 @@ func (r *piwikRole) credentials() credentials {
 	return credentials{ClientID: r.ClientID, ClientSecret: r.ClientSecret}
 }
 
-// bindingError is a role whose own secret was given for another url (or CA
-// trust) than the config has now. Nothing is sent: the operator must give
-// the secret again for the new url.
-type bindingError struct {
-	role, givenFor, configURL string
-}
-
-func (e *bindingError) Error() string {
-	where := fmt.Sprintf("%s, but piwik/config now points at %s", e.givenFor, e.configURL)
-	if e.givenFor == e.configURL {
-		where = e.givenFor + " with another ca_cert than piwik/config has now"
-	}
-	if e.givenFor == "" {
-		where = "no recorded url"
-	}
-	return fmt.Sprintf("role %q: its client_secret was given for %s; nothing was sent. Write the role's client_secret again (vault write piwik/roles/%s client_secret=...) to use it with the current url", e.role, where, e.role)
-}
-
 func pathRoles(b *backend) []*framework.Path {
 	return []*framework.Path{
 		{
@@ -85,9 +67,7 @@ func pathRoles(b *backend) []*framework.Path {
 					},
 					Summary: "List the roles.",
 					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
-							"keys": {Type: framework.TypeStringSlice, Description: "Role names."},
-						}}},
+						http.StatusOK: {{Description: "OK", Fields: roleFields()}},
 					},
 				},
 			},
@@ -187,6 +167,14 @@ func pathRoles(b *backend) []*framework.Path {
 			HelpSynopsis:    pathRoleHelpSyn,
 			HelpDescription: pathRoleHelpDesc,
 		},
+	}
+}
+
+// roleFields is the schema of a role write, shared by the path and
+// screenInput.
+func roleFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"keys": {Type: framework.TypeStringSlice, Description: "Role names."},
 	}
 }
 
@@ -399,68 +387,6 @@ func (b *backend) bindRoleCredentials(ctx context.Context, s logical.Storage, na
 	}
 	role.CredentialsURL, role.CredentialsCA = acct.config.URL, acct.caSum
 	return bound, nil, nil
-}
-
-// getRole reads a role from storage; nil when it does not exist.
-func getRole(ctx context.Context, s logical.Storage, name string) (*piwikRole, error) {
-	entry, err := s.Get(ctx, roleStoragePrefix+name)
-	if err != nil || entry == nil {
-		return nil, err
-	}
-	role := &piwikRole{}
-	if err := decodeEntry(entry, role); err != nil {
-		return nil, err
-	}
-	return role, nil
-}
-
-// initialize binds the own credentials of roles written before roles
-// recorded the url their secret was given for (v0.1.0) to the config's
-// current url. It runs on the active node when the mount starts; until it
-// has run, such roles fail with the binding error rather than risk sending
-// a secret elsewhere.
-func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
-	if !b.WriteSafeReplicationState() {
-		return nil
-	}
-	b.configLock.RLock()
-	defer b.configLock.RUnlock()
-	acct, err := b.account(ctx, req.Storage)
-	if err != nil || acct == nil {
-		return err
-	}
-	names, err := req.Storage.List(ctx, roleStoragePrefix)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if err := b.bindLegacyRole(ctx, req.Storage, acct, name); err != nil {
-			b.Logger().Warn("could not record the url of a role's credentials; rewrite its client_secret", "role", name, "error", err.Error())
-		}
-	}
-	return nil
-}
-
-// bindLegacyRole records acct's url on one role whose own credentials have
-// none recorded.
-func (b *backend) bindLegacyRole(ctx context.Context, s logical.Storage, acct *account, name string) error {
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	role, err := getRole(ctx, s, name)
-	if err != nil || role == nil || !role.hasCredentials() || role.CredentialsURL != "" {
-		return err
-	}
-	role.CredentialsURL, role.CredentialsCA = acct.config.URL, acct.caSum
-	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
-	if err != nil {
-		return err
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return err
-	}
-	b.resetRole(name)
-	return nil
 }
 
 const pathRoleListHelpSyn = `List the roles.`

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
-	"mime"
 	"net/url"
 	"regexp"
 	"slices"
@@ -193,18 +192,6 @@ func unquoted(q string) string {
 	return q
 }
 
-// describeBody summarises a reply body for an error message: a short,
-// printable excerpt of JSON or text, and never the markup of an HTML page.
-func (r redactor) describeBody(contentType string, body []byte) string {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return "empty body"
-	}
-	if looksLikeHTML(contentType, body) {
-		return fmt.Sprintf("an HTML page (%d bytes), not JSON", len(body))
-	}
-	return fmt.Sprintf("body %q", r.text(string(body)))
-}
-
 // decodings returns s decoded by each decoder the secret could hide behind
 // (JSON/Go backslash escapes, percent-encoding, HTML entities), and by each
 // pair of them, for nested encodings, plus what its base64 and hex runs
@@ -355,18 +342,4 @@ func safeSlice(s string, from, to int) string {
 		return ""
 	}
 	return s[from:to]
-}
-
-// looksLikeHTML reports whether a reply is an HTML page, by its declared
-// type or by its first byte.
-func looksLikeHTML(contentType string, body []byte) bool {
-	mediaType, _, _ := mime.ParseMediaType(contentType)
-	if mediaType == "text/html" || mediaType == "application/xhtml+xml" {
-		return true
-	}
-	return bytes.HasPrefix(bytes.TrimSpace(body), []byte("<"))
-}
-
-func isControl(r rune) bool {
-	return r < 0x20 || r == 0x7f
 }
