@@ -5,6 +5,7 @@ package piwik
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,3 +211,19 @@ and returns it as a lease that ends when the token expires. Piwik PRO cannot
 revoke or renew tokens, so leases are not renewable and revoking one only
 forgets it.
 `
+
+// verifiedWrite marks op, a write that may call Piwik PRO before it stores
+// (verify_credentials), to be forwarded from a performance standby or
+// secondary to the active node before it runs. Vault would otherwise
+// forward it only at its storage write, after a first call to Piwik PRO,
+// and run it, and the call, again there.
+func verifiedWrite(op *framework.PathOperation) *framework.PathOperation {
+	op.ForwardPerformanceStandby = true
+	op.ForwardPerformanceSecondary = true
+	return op
+}
+
+// noContent documents an operation that returns nothing on success.
+var noContent = map[int][]framework.Response{
+	http.StatusNoContent: {{Description: "OK"}},
+}

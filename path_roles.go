@@ -2,7 +2,6 @@ package piwik
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -11,45 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
-
-const (
-	roleStoragePrefix = "roles/"
-	maxRoleNameLength = 128
-)
-
-// piwikRole shapes what a reader of creds/<name> gets. Stored seal-wrapped.
-type piwikRole struct {
-	// TTL caps the lease; 0 means the token's own lifetime.
-	TTL time.Duration `json:"ttl"`
-	// ClientID and ClientSecret, when set, are another Piwik PRO user's API
-	// credential used instead of the config's, so that a role carries only
-	// that user's permissions.
-	ClientID     string `json:"client_id,omitempty"`
-	ClientSecret string `json:"client_secret,omitempty"`
-	// CredentialsURL and CredentialsCA record the config's url and ca_cert
-	// fingerprint when ClientSecret was written: the secret is only ever
-	// sent there.
-	CredentialsURL string `json:"credentials_url,omitempty"`
-	CredentialsCA  string `json:"credentials_ca,omitempty"`
-	// TokenReuse lets readers share one cached token per node while at
-	// least ReuseMinRemaining of its life is left (0: half its lifetime).
-	TokenReuse        bool          `json:"token_reuse"`
-	ReuseMinRemaining time.Duration `json:"reuse_min_remaining"`
-	// Unleased makes creds reads return the token without a lease. It is
-	// stored negated so that roles written before the field existed, and
-	// the zero value, keep the leased default.
-	Unleased bool `json:"unleased,omitempty"`
-}
-
-// hasCredentials reports whether the role uses its own Piwik PRO user.
-func (r *piwikRole) hasCredentials() bool {
-	return r.ClientID != ""
-}
-
-// credentials returns the role's own credentials.
-func (r *piwikRole) credentials() credentials {
-	return credentials{ClientID: r.ClientID, ClientSecret: r.ClientSecret}
-}
 
 func pathRoles(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -111,7 +71,7 @@ func pathRoles(b *backend) []*framework.Path {
 				},
 				"reuse_min_remaining": {
 					Type:        framework.TypeDurationSecond,
-					Description: "With token_reuse, hand out a cached token only while at least this much of its life is left. 0 means half its lifetime.",
+					Description: fmt.Sprintf("With token_reuse, hand out a cached token only while at least this much of its life is left. 0 means %s its lifetime.", fraction(defaultReuseFraction)),
 				},
 				"leased": {
 					Type:        framework.TypeBool,
@@ -185,7 +145,7 @@ var roleResponseFields = map[string]*framework.FieldSchema{
 	"client_id":           {Type: framework.TypeString, Description: "Client ID of the role's own credential; empty when it uses the config's."},
 	"credentials_url":     {Type: framework.TypeString, Description: "The url the role's own client_secret was given for; empty when it uses the config's."},
 	"token_reuse":         {Type: framework.TypeBool, Description: "Whether readers share one cached token per node."},
-	"reuse_min_remaining": {Type: framework.TypeInt64, Description: "Least remaining life, in seconds, of a cached token that is handed out; 0 means half its lifetime."},
+	"reuse_min_remaining": {Type: framework.TypeInt64, Description: fmt.Sprintf("Least remaining life, in seconds, of a cached token that is handed out; 0 means %s its lifetime.", fraction(defaultReuseFraction))},
 	"leased":              {Type: framework.TypeBool, Description: "Whether reads return the token as a lease."},
 }
 
@@ -241,11 +201,11 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	case isCorrupt(err) && req.Operation != logical.PatchOperation:
 		stored = nil // a full write replaces what does not decode
 	case isCorrupt(err):
-		return nil, logical.CodedError(http.StatusConflict, err.Error())
+		return nil, failureError(&patchError{msg: err.Error(), corrupt: true})
 	case err != nil:
 		return nil, err
 	case stored == nil && req.Operation == logical.PatchOperation:
-		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("no role %q to patch", name))
+		return nil, failureError(&patchError{msg: fmt.Sprintf("no role %q to patch", name)})
 	}
 
 	role := &piwikRole{}
@@ -294,71 +254,6 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	return nil, nil
 }
 
-// update applies the fields present in d to r and validates the result. It
-// reports whether a client_secret was given, which then must be verified
-// and bound to the config.
-func (r *piwikRole) update(d *framework.FieldData) (secretGiven bool, err error) {
-	if ttl, ok, err := secondsField(d, "ttl", maxTokenLifetime); err != nil {
-		return false, err
-	} else if ok {
-		r.TTL = ttl
-	}
-	if raw, ok := d.GetOk("token_reuse"); ok {
-		r.TokenReuse = raw.(bool)
-	}
-	if raw, ok := d.GetOk("leased"); ok {
-		r.Unleased = !raw.(bool)
-	}
-	if floor, ok, err := secondsField(d, "reuse_min_remaining", maxTokenLifetime); err != nil {
-		return false, err
-	} else if ok {
-		r.ReuseMinRemaining = floor
-	}
-	return r.updateCredentials(d)
-}
-
-// updateCredentials applies client_id and client_secret:
-//
-//	client_id="" (and no secret)     back to the config's credentials
-//	client_id and client_secret      a new credential
-//	client_secret alone              a new secret for the role's client_id
-//	client_id alone, unchanged       nothing changes
-func (r *piwikRole) updateCredentials(d *framework.FieldData) (secretGiven bool, err error) {
-	rawID, idSet := d.GetOk("client_id")
-	rawSecret, secretSet := d.GetOk("client_secret")
-	id, _ := rawID.(string)
-	secret, _ := rawSecret.(string)
-	if idSet && id != "" {
-		if id, err = credentialField("client_id", id); err != nil {
-			return false, err
-		}
-	}
-	switch {
-	case !idSet && !secretSet:
-		return false, nil
-	case idSet && id == "":
-		if secret != "" {
-			return false, errors.New(`client_secret: not allowed with client_id="" (which goes back to the config's credentials)`)
-		}
-		*r = piwikRole{TTL: r.TTL, TokenReuse: r.TokenReuse, ReuseMinRemaining: r.ReuseMinRemaining, Unleased: r.Unleased}
-		return false, nil
-	case !idSet && !r.hasCredentials():
-		return false, errors.New("client_id: required with client_secret, since the role has no client_id of its own")
-	case idSet && id != r.ClientID && !secretSet:
-		return false, errors.New("client_secret: required when client_id changes")
-	}
-	if idSet {
-		r.ClientID = id
-	}
-	if !secretSet {
-		return false, nil
-	}
-	if r.ClientSecret, err = credentialField("client_secret", secret); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
 // roleBinding is the account a role's new secret was bound to, and when
 // its verification request was sent (zero when the config turned
 // verification off).
@@ -395,7 +290,7 @@ const pathRoleListHelpDesc = `Lists the names of the roles tokens can be read th
 
 const pathRoleHelpSyn = `Manage the roles tokens are read through.`
 
-const pathRoleHelpDesc = `
+var pathRoleHelpDesc = fmt.Sprintf(`
 A role shapes the token a reader of creds/<name> gets:
 
   ttl                  caps the lease (0: the token's own lifetime)
@@ -409,7 +304,7 @@ A role shapes the token a reader of creds/<name> gets:
                        config's credentials.
   token_reuse          readers share one cached token per node
   reuse_min_remaining  a cached token is handed out only while this much of
-                       its life is left (0: half of it)
+                       its life is left (0: %s of it)
   leased               true (default): each read is a lease; false: the token
                        and its remaining ttl without a lease, for many readers
                        on raft storage, where every lease is a storage write
@@ -417,4 +312,4 @@ A role shapes the token a reader of creds/<name> gets:
 Example:
 
   $ vault write piwik/roles/reporting ttl=10m
-`
+`, fraction(defaultReuseFraction))
