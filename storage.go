@@ -9,31 +9,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// resetConfig drops the cached account and its HTTP client, derived from
-// the old config. Cached tokens stay: each is handed out only to readers
-// whose role and config resolve to the credentials that minted it, and a
-// config write that changed those drops them (dropMismatchedTokens).
-func (b *backend) resetConfig() {
-	b.cacheLock.Lock()
-	defer b.cacheLock.Unlock()
-	b.gen++
-	if b.acct != nil {
-		b.acct.client.close()
-	}
-	b.acct = nil
-	b.checks.forgetAll()
-}
-
-// resetRole drops one role's cached definition; its token stays, as for
-// resetConfig.
-func (b *backend) resetRole(name string) {
-	b.cacheLock.Lock()
-	defer b.cacheLock.Unlock()
-	b.gen++
-	delete(b.roles, name)
-	b.checks.forgetAll()
-}
-
 // account returns the stored config and what is derived from it, from the
 // cache when possible; nil when no config has been written.
 func (b *backend) account(ctx context.Context, s logical.Storage) (*account, error) {
@@ -90,6 +65,31 @@ func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*pi
 	}
 	b.cacheLock.Unlock()
 	return role, nil
+}
+
+// resetConfig drops the cached account and its HTTP client, derived from
+// the old config. Cached tokens stay: each is handed out only to readers
+// whose role and config resolve to the credentials that minted it, and a
+// config write that changed those drops them (dropMismatchedTokens).
+func (b *backend) resetConfig() {
+	b.cacheLock.Lock()
+	defer b.cacheLock.Unlock()
+	b.gen++
+	if b.acct != nil {
+		b.acct.client.close()
+	}
+	b.acct = nil
+	b.checks.forgetAll()
+}
+
+// resetRole drops one role's cached definition; its token stays, as for
+// resetConfig.
+func (b *backend) resetRole(name string) {
+	b.cacheLock.Lock()
+	defer b.cacheLock.Unlock()
+	b.gen++
+	delete(b.roles, name)
+	b.checks.forgetAll()
 }
 
 // getConfig reads the config from storage; nil when never written.

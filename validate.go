@@ -19,8 +19,9 @@ import (
 
 // Bounds of the values the validators accept.
 const (
-	maxURLLength    = 2048
-	maxCACertLength = 1 << 20
+	maxURLLength        = 2048
+	maxCACertLength     = 1 << 20
+	maxCredentialLength = 1024 // client_id and client_secret
 )
 
 // normalizeURL checks a Piwik PRO base URL and returns it without trailing
@@ -128,9 +129,6 @@ func validateCACert(pemData string) error {
 	return nil
 }
 
-// maxCredentialLength bounds client_id and client_secret.
-const maxCredentialLength = 1024
-
 // credentialField checks a client_id or client_secret and returns it as it
 // is stored: without the one trailing newline (LF or CRLF) that a value
 // read from a file with @file ends with. Any other whitespace around it, or
@@ -210,6 +208,8 @@ func wholeSeconds(raw any) (time.Duration, error) {
 
 var errNotWholeSeconds = errors.New("must be a whole number of seconds")
 
+// isControl reports whether r is an ASCII control character, which no url
+// or credential may hold.
 func isControl(r rune) bool {
 	return r < 0x20 || r == 0x7f
 }
