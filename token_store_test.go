@@ -2,7 +2,6 @@ package piwik
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -76,18 +75,6 @@ func (s *watchedStorage) setReadOnly(readOnly bool) {
 // asPerformanceStandby makes the backend's node a performance standby.
 func asPerformanceStandby() envOption {
 	return func(s *envSetup) { s.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby }
-}
-
-// putStoredToken writes tokens/<role> as raw JSON.
-func putStoredToken(t *testing.T, s logical.Storage, role string, value any) {
-	t.Helper()
-	raw, err := json.Marshal(value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(context.Background(), &logical.StorageEntry{Key: tokenStoragePrefix + role, Value: raw}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestTokenStore_aRestartLoadsTheStoredTokenOnTheFirstRead(t *testing.T) {
@@ -310,63 +297,6 @@ func TestTokenStore_aRejectionDeletesTheStoredTokensOfTheCredential(t *testing.T
 		keys, _ := e.storage.List(context.Background(), tokenStoragePrefix)
 		return len(keys) == 1 && keys[0] == "plain"
 	})
-}
-
-// stallingStorage stalls the next Get, Put or List of a chosen key until
-// the test releases it, and tells the test when it is paused. A paused Get
-// or List has already read storage, as a read that raced a write would
-// have.
-type stallingStorage struct {
-	logical.Storage
-	mu     sync.Mutex
-	pauses map[string]*storagePause // by "get "+key or "put "+key
-}
-
-// storagePause is one paused call: reached closes when the call is paused,
-// release lets it go on.
-type storagePause struct {
-	reached, release chan struct{}
-}
-
-func newStallingStorage() *stallingStorage {
-	return &stallingStorage{Storage: &logical.InmemStorage{}, pauses: make(map[string]*storagePause)}
-}
-
-// pauseNext pauses the next call op ("get", "put" or "list") of key.
-func (s *stallingStorage) pauseNext(op, key string) *storagePause {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := &storagePause{reached: make(chan struct{}), release: make(chan struct{})}
-	s.pauses[op+" "+key] = p
-	return p
-}
-
-func (s *stallingStorage) wait(op, key string) {
-	s.mu.Lock()
-	p := s.pauses[op+" "+key]
-	delete(s.pauses, op+" "+key)
-	s.mu.Unlock()
-	if p != nil {
-		close(p.reached)
-		<-p.release
-	}
-}
-
-func (s *stallingStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
-	entry, err := s.Storage.Get(ctx, key)
-	s.wait("get", key)
-	return entry, err
-}
-
-func (s *stallingStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
-	s.wait("put", entry.Key)
-	return s.Storage.Put(ctx, entry)
-}
-
-func (s *stallingStorage) List(ctx context.Context, prefix string) ([]string, error) {
-	keys, err := s.Storage.List(ctx, prefix)
-	s.wait("list", prefix)
-	return keys, err
 }
 
 // fingerprintNow is the fingerprint role resolves to now ("" for none).
