@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 

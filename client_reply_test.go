@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
@@ -85,6 +86,9 @@ func TestClient_hugeHeadersOverHTTP2(t *testing.T) {
 	}
 }
 
+// Over HTTP/2, a reply with oversized headers is one attempt of kind
+// invalid_reply, as over HTTP/1: not retried, and not taken for an
+// unreachable host.
 func TestClient_oversizedHeadersOverHTTP2AreAnUnusableReply(t *testing.T) {
 	var requests atomic.Int64
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 

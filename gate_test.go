@@ -288,6 +288,10 @@ func TestGate_aStoredWriteKeepsARateLimitMetDuringItsVerification(t *testing.T) 
 	}
 }
 
+// One 429 with a huge Retry-After closes the credential for at most
+// maxWindow, and an operator can lift the window through the API: a config
+// rewrite, and a delete and recreate of the config, are stored, and a read
+// after them gets a token.
 func TestGate_hugeRetryAfterIsCappedAndAConfigWriteLiftsIt(t *testing.T) {
 	e := newEnvWithRole(t, "r", nil)
 	e.piwik.FailNext(1, standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 86400})
@@ -325,6 +329,9 @@ func TestGate_hugeRetryAfterIsCappedAndAConfigWriteLiftsIt(t *testing.T) {
 	}
 }
 
+// A request that was in flight when a 429 came back, and then ends with a
+// definite answer (a success, or another role's rejection), leaves the
+// Retry-After window open.
 func TestGate_aConcurrentAnswerKeepsTheRateLimitWindow(t *testing.T) {
 	for _, other := range []struct {
 		name string
@@ -348,6 +355,8 @@ func TestGate_aConcurrentAnswerKeepsTheRateLimitWindow(t *testing.T) {
 	}
 }
 
+// Gates of credentials that failed once, long ago, are pruned: however many
+// credentials failed, at most maxIdleGates gates stay.
 func TestGate_idleGatesArePruned(t *testing.T) {
 	clock := &fakeClock{now: testNow}
 	gs := newGates(clock.Now)
@@ -395,6 +404,10 @@ func rateLimitedFor(limited, ok string, count *atomic.Int64) http.HandlerFunc {
 	}
 }
 
+// A config write that is refused (nothing stored) leaves the stored
+// credential's Retry-After window in place: the write's own verification
+// request passes the window, as the operator's deliberate probe, and no
+// reader passes with it.
 func TestGate_refusedConfigWriteKeepsTheRateLimitWindow(t *testing.T) {
 	var limited atomic.Int64
 	e := hostileEnv(t, rateLimitedFor(testClientSecret, "", &limited), nil)
@@ -423,6 +436,8 @@ func TestGate_refusedConfigWriteKeepsTheRateLimitWindow(t *testing.T) {
 	}
 }
 
+// A config write leaves the windows of the roles' own credentials, which it
+// neither uses nor changes.
 func TestGate_configWriteKeepsOtherCredentialsWindows(t *testing.T) {
 	var limited atomic.Int64
 	e := hostileEnv(t, rateLimitedFor(roleClientSecret, testClientSecret, &limited), nil)
@@ -444,6 +459,9 @@ func TestGate_configWriteKeepsOtherCredentialsWindows(t *testing.T) {
 	}
 }
 
+// maxInFlight holds per credential and node across config writes: writes of
+// an unrelated setting during a slow spell do not each add another
+// maxInFlight requests in flight.
 func TestGate_configWritesDoNotMultiplyTheInFlightCap(t *testing.T) {
 	var inFlight, peak atomic.Int64
 	release := make(chan struct{})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 

@@ -268,6 +268,8 @@ func TestCreds_leasedDefaultsToTrue(t *testing.T) {
 	}
 }
 
+// A redirect from Piwik PRO is a 502 naming it, and its target receives
+// nothing.
 func TestCreds_redirectThroughTheEngineIsA502(t *testing.T) {
 	collector, hits := countingServer(t)
 	e := newEnvWithRole(t, "r", nil)
@@ -281,8 +283,8 @@ func TestCreds_redirectThroughTheEngineIsA502(t *testing.T) {
 	}
 }
 
-// The same through the engine: a creds read gets a 30-minute lease for a
-// token that dies in a minute.
+// Through the engine too, a token whose exp is a minute away gets a lease of
+// at most a minute, whatever its expires_in says.
 func TestCreds_leaseFollowsExpThroughTheEngine(t *testing.T) {
 	var exp atomic.Int64
 	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {

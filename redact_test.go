@@ -13,182 +13,25 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
-func TestRedactor_echoedSecretsAreRedacted(t *testing.T) {
-	modes := []string{standin.EchoBody, standin.EchoRaw, standin.EchoJSON, standin.EchoURL, standin.EchoQuoted, standin.EchoTokenType, standin.EchoLocation}
-	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
-			e := newEnv(t)
-			e.piwik.AddCredential(standin.Credential{ClientID: "special", ClientSecret: specialSecret})
-			e.rememberSecret(specialSecret)
-			e.rememberSecret(secretCore)
-			e.writeConfig(map[string]any{"client_id": "special", "client_secret": specialSecret, "max_retries": 1})
-			e.mustDo(logical.CreateOperation, "roles/r", nil)
-			e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": "special", "client_secret": specialSecret})
-			e.piwik.SetFault(standin.Fault{Kind: standin.FaultEcho, Echo: mode})
-
-			for _, r := range []struct {
-				op   logical.Operation
-				path string
-				data map[string]any
-			}{
-				{logical.ReadOperation, "creds/r", nil},
-				{logical.ReadOperation, "creds/own", nil},
-				{logical.ReadOperation, "check", nil},
-				{logical.UpdateOperation, "config", map[string]any{"client_secret": specialSecret}},
-				{logical.UpdateOperation, "roles/own", map[string]any{"client_secret": specialSecret}},
-			} {
-				resp, err := e.do(r.op, r.path, r.data)
-				if status, _ := statusOf(resp, err); status == http.StatusOK && r.op == logical.ReadOperation && r.path != "check" {
-					t.Errorf("%s %s succeeded against a hostile echo", r.op, r.path)
-				}
-				e.assertNoSecret(string(r.op)+" "+r.path, responseText(t, resp, err))
-			}
-		})
+func TestRedactor_textRedactsAndBounds(t *testing.T) {
+	got := newRedactor("s3cr3t").text("bad secret s3cr3t\n" + strings.Repeat("x", 500))
+	if strings.Contains(got, "s3cr3t") || strings.Contains(got, "\n") || len([]rune(got)) > excerptLen+1 {
+		t.Errorf("text = %q", got)
 	}
 }
 
-func TestRedactor_partialEchoOfTheSecretIsWithheld(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		reply func(secret string) string
-	}{
-		{"truncated", func(s string) string {
-			return `{"error":"invalid_request","error_description":"client_secret '` + s[:len(s)-2] + `...' is malformed"}`
-		}},
-		{"split across fields", func(s string) string {
-			return `{"error":"` + s[:len(s)/2] + `","error_description":"` + s[len(s)/2:] + `"}`
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
-				secret, _ := requestSecret(r)
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusBadRequest)
-				_, _ = io.WriteString(w, tc.reply(secret))
-			}, nil)
-			_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
-			t.Logf("creds/r error: %s", msg)
-			head, tail := testClientSecret[:len(testClientSecret)/2], testClientSecret[len(testClientSecret)/2:]
-			if strings.Contains(msg, testClientSecret[:len(testClientSecret)-2]) || (strings.Contains(msg, head) && strings.Contains(msg, tail)) {
-				t.Errorf("the error a creds reader gets holds most or all of the client secret %q", testClientSecret)
-			}
-			if logs := e.logs.String(); strings.Contains(logs, testClientSecret[:len(testClientSecret)-2]) || strings.Contains(logs, head) && strings.Contains(logs, tail) {
-				t.Errorf("the warn log holds most or all of the client secret")
-			}
-		})
-	}
-}
-
-func TestRedactor_base64EchoOfTheRequestIsWithheld(t *testing.T) {
-	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
-		_, body := requestSecret(r)
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = io.WriteString(w, base64.StdEncoding.EncodeToString(body))
-	}, nil)
-	_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
-	t.Logf("creds/r error: %s", msg)
-	// Decode the longest base64 run of the message, cut to whole quanta.
-	start := strings.Index(msg, `body "`) + len(`body "`)
-	run := msg[start:]
-	if i := strings.IndexAny(run, `"…`); i >= 0 {
-		run = run[:i]
-	}
-	decoded, _ := base64.StdEncoding.DecodeString(run[:len(run)/4*4])
-	t.Logf("base64 in the error decodes to: %s", decoded)
-	if bytes.Contains(decoded, []byte(testClientSecret)) {
-		t.Errorf("the error a creds reader gets holds the client secret, base64-encoded")
-	}
-}
-
-// Same gap, another encoding: the secret upper-cased (here in a redirect's
-// host, which is case-insensitive, so a server may well fold it) is quoted
-// as it is. For a secret of lower-case letters, digits and dashes, which is
-// what the test secret is, that is the secret.
-func TestRedactor_caseFoldedEchoOfTheSecretIsWithheld(t *testing.T) {
-	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
-		secret, _ := requestSecret(r)
-		w.Header().Set("Location", "https://"+strings.ToUpper(secret)+".collector.example/")
-		w.WriteHeader(http.StatusFound)
-	}, nil)
-	_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
-	t.Logf("creds/r error: %s", msg)
-	if strings.Contains(strings.ToLower(msg), testClientSecret) {
-		t.Errorf("the error a creds reader gets holds the client secret, upper-cased")
-	}
-}
-
-// The secret in the headers and fields a 200 reply can carry.
-func TestRedactor_secretInContentTypeRetryAfterAndExpiresIn(t *testing.T) {
-	good := testJWT(map[string]any{"sub": "u"})
-	for _, tc := range []struct {
-		name   string
-		status int
-		header map[string]string
-		body   func(secret string) string
-	}{
-		{"content type", 200, nil, nil},
-		{"retry-after", 429, map[string]string{"Retry-After": "SECRET"}, nil},
-		{"expires_in string", 200, nil, func(s string) string {
-			return `{"token_type":"Bearer","expires_in":"` + s + `","access_token":"` + good + `"}`
-		}},
-		{"expires_in huge", 200, nil, func(s string) string {
-			return `{"token_type":"Bearer","expires_in":1e999,"access_token":"` + good + `"}`
-		}},
-		{"access_token", 200, nil, func(s string) string { return `{"token_type":"Bearer","expires_in":60,"access_token":"a b ` + s + `"}` }},
-		{"402 message", 402, nil, func(s string) string { return `{"message":"` + s + `"}` }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
-				secret, _ := requestSecret(r)
-				ct := "application/json"
-				if tc.name == "content type" {
-					ct = "text/plain; note=" + secret
-				}
-				w.Header().Set("Content-Type", ct)
-				for k, v := range tc.header {
-					w.Header().Set(k, strings.ReplaceAll(v, "SECRET", secret))
-				}
-				w.WriteHeader(tc.status)
-				if tc.body != nil {
-					_, _ = io.WriteString(w, tc.body(secret))
-				} else {
-					_, _ = io.WriteString(w, reply("Bearer", 60, good))
-				}
-			}, nil)
-			resp, err := e.do(logical.ReadOperation, "creds/r", nil)
-			if code, _ := statusOf(resp, err); code == http.StatusOK {
-				t.Errorf("accepted")
-			}
-			e.assertNoSecret(tc.name, responseText(t, resp, err))
-		})
-	}
-}
-
-func TestRedactor_c1ControlsAndBidiOverridesAreReplaced(t *testing.T) {
-	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = io.WriteString(w, `{"error":"invalid_request","error_description":"see \u009b2J\u009b31m and \u202edetacilpmoc\u202c"}`)
-	}, nil)
-	_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
-	t.Logf("creds/r error: %q", msg)
-	if strings.ContainsAny(msg, "\u009b\u202e") {
-		t.Errorf("the reader's error carries raw C1 controls or bidi overrides from the upstream")
-	}
-}
-
-// Encodings of the secret beyond those the first review tried. Realistic
-// echoes (JSON \u escapes in mixed case, HTML entities decimal and hex,
-// double percent-encoding, base64 of a JSON body, Go-quoted) are withheld.
-// Some unrealistic ones pass (each character separated by a zero-width or
-// other invisible character, fullwidth forms, reversal, base64 of base64,
-// a Go []byte printed with %v, triple percent-encoding): they need an
-// upstream that deliberately transforms the secret, and that upstream has
-// the secret anyway. They are logged here, not asserted.
+// Realistic echoes of the secret (JSON \u escapes in mixed case, HTML
+// entities decimal and hex, double percent-encoding, base64 of a JSON body,
+// Go-quoted) are withheld. Some unrealistic ones pass (each character
+// separated by a zero-width or other invisible character, fullwidth forms,
+// reversal, base64 of base64, a Go []byte printed with %v, triple
+// percent-encoding): they need an upstream that deliberately transforms the
+// secret, and that upstream has the secret anyway. They are logged here, not
+// asserted.
 func TestRedactor_encodingsOfTheSecret(t *testing.T) {
 	secret := "Zk3pQ9vT2mXw8Rb1Lc7Hn4Jd6Fs0Ga5Ye2Uo9Ii3Pq8Wr1Et7Yy4Mm6Nn0Bb2Vv"
 	r := newRedactor(secret)
@@ -271,10 +114,176 @@ func TestRedactor_noFalsePositivesForRandomSecrets(t *testing.T) {
 	}
 }
 
-func TestRedactor_textRedactsAndBounds(t *testing.T) {
-	got := newRedactor("s3cr3t").text("bad secret s3cr3t\n" + strings.Repeat("x", 500))
-	if strings.Contains(got, "s3cr3t") || strings.Contains(got, "\n") || len([]rune(got)) > excerptLen+1 {
-		t.Errorf("text = %q", got)
+func TestRedactor_echoedSecretsAreRedacted(t *testing.T) {
+	modes := []string{standin.EchoBody, standin.EchoRaw, standin.EchoJSON, standin.EchoURL, standin.EchoQuoted, standin.EchoTokenType, standin.EchoLocation}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t)
+			e.piwik.AddCredential(standin.Credential{ClientID: "special", ClientSecret: specialSecret})
+			e.rememberSecret(specialSecret)
+			e.rememberSecret(secretCore)
+			e.writeConfig(map[string]any{"client_id": "special", "client_secret": specialSecret, "max_retries": 1})
+			e.mustDo(logical.CreateOperation, "roles/r", nil)
+			e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": "special", "client_secret": specialSecret})
+			e.piwik.SetFault(standin.Fault{Kind: standin.FaultEcho, Echo: mode})
+
+			for _, r := range []struct {
+				op   logical.Operation
+				path string
+				data map[string]any
+			}{
+				{logical.ReadOperation, "creds/r", nil},
+				{logical.ReadOperation, "creds/own", nil},
+				{logical.ReadOperation, "check", nil},
+				{logical.UpdateOperation, "config", map[string]any{"client_secret": specialSecret}},
+				{logical.UpdateOperation, "roles/own", map[string]any{"client_secret": specialSecret}},
+			} {
+				resp, err := e.do(r.op, r.path, r.data)
+				if status, _ := statusOf(resp, err); status == http.StatusOK && r.op == logical.ReadOperation && r.path != "check" {
+					t.Errorf("%s %s succeeded against a hostile echo", r.op, r.path)
+				}
+				e.assertNoSecret(string(r.op)+" "+r.path, responseText(t, resp, err))
+			}
+		})
+	}
+}
+
+// An upstream that quotes part of the secret (cut short, or split between
+// error and error_description) gets neither most of it nor both its halves
+// into the error a reader sees or into the log.
+func TestRedactor_partialEchoOfTheSecretIsWithheld(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply func(secret string) string
+	}{
+		{"truncated", func(s string) string {
+			return `{"error":"invalid_request","error_description":"client_secret '` + s[:len(s)-2] + `...' is malformed"}`
+		}},
+		{"split across fields", func(s string) string {
+			return `{"error":"` + s[:len(s)/2] + `","error_description":"` + s[len(s)/2:] + `"}`
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				secret, _ := requestSecret(r)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = io.WriteString(w, tc.reply(secret))
+			}, nil)
+			_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
+			t.Logf("creds/r error: %s", msg)
+			head, tail := testClientSecret[:len(testClientSecret)/2], testClientSecret[len(testClientSecret)/2:]
+			if strings.Contains(msg, testClientSecret[:len(testClientSecret)-2]) || (strings.Contains(msg, head) && strings.Contains(msg, tail)) {
+				t.Errorf("the error a creds reader gets holds most or all of the client secret %q", testClientSecret)
+			}
+			if logs := e.logs.String(); strings.Contains(logs, testClientSecret[:len(testClientSecret)-2]) || strings.Contains(logs, head) && strings.Contains(logs, tail) {
+				t.Errorf("the warn log holds most or all of the client secret")
+			}
+		})
+	}
+}
+
+// A gateway that echoes the request body base64-encoded (a common debug
+// format) does not get the secret into the error in that form either.
+func TestRedactor_base64EchoOfTheRequestIsWithheld(t *testing.T) {
+	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		_, body := requestSecret(r)
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, base64.StdEncoding.EncodeToString(body))
+	}, nil)
+	_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
+	t.Logf("creds/r error: %s", msg)
+	// Decode the longest base64 run of the message, cut to whole quanta.
+	start := strings.Index(msg, `body "`) + len(`body "`)
+	run := msg[start:]
+	if i := strings.IndexAny(run, `"…`); i >= 0 {
+		run = run[:i]
+	}
+	decoded, _ := base64.StdEncoding.DecodeString(run[:len(run)/4*4])
+	t.Logf("base64 in the error decodes to: %s", decoded)
+	if bytes.Contains(decoded, []byte(testClientSecret)) {
+		t.Errorf("the error a creds reader gets holds the client secret, base64-encoded")
+	}
+}
+
+// The secret upper-cased (here in a redirect's host, which is
+// case-insensitive, so a server may well fold it) is withheld too: for a
+// secret of lower-case letters, digits and dashes, as the test's is, that is
+// the secret.
+func TestRedactor_caseFoldedEchoOfTheSecretIsWithheld(t *testing.T) {
+	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		secret, _ := requestSecret(r)
+		w.Header().Set("Location", "https://"+strings.ToUpper(secret)+".collector.example/")
+		w.WriteHeader(http.StatusFound)
+	}, nil)
+	_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
+	t.Logf("creds/r error: %s", msg)
+	if strings.Contains(strings.ToLower(msg), testClientSecret) {
+		t.Errorf("the error a creds reader gets holds the client secret, upper-cased")
+	}
+}
+
+// C1 controls (U+0080-U+009F, among them U+009B, the 8-bit CSI) and bidi
+// overrides (U+202E) in an upstream's error fields never reach the error a
+// reader sees, which the vault CLI prints to the terminal as it is.
+func TestRedactor_c1ControlsAndBidiOverridesAreReplaced(t *testing.T) {
+	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"error":"invalid_request","error_description":"see \u009b2J\u009b31m and \u202edetacilpmoc\u202c"}`)
+	}, nil)
+	_, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
+	t.Logf("creds/r error: %q", msg)
+	if strings.ContainsAny(msg, "\u009b\u202e") {
+		t.Errorf("the reader's error carries raw C1 controls or bidi overrides from the upstream")
+	}
+}
+
+// The secret in the headers and fields a 200 reply can carry.
+func TestRedactor_secretInContentTypeRetryAfterAndExpiresIn(t *testing.T) {
+	good := testJWT(map[string]any{"sub": "u"})
+	for _, tc := range []struct {
+		name   string
+		status int
+		header map[string]string
+		body   func(secret string) string
+	}{
+		{"content type", 200, nil, nil},
+		{"retry-after", 429, map[string]string{"Retry-After": "SECRET"}, nil},
+		{"expires_in string", 200, nil, func(s string) string {
+			return `{"token_type":"Bearer","expires_in":"` + s + `","access_token":"` + good + `"}`
+		}},
+		{"expires_in huge", 200, nil, func(s string) string {
+			return `{"token_type":"Bearer","expires_in":1e999,"access_token":"` + good + `"}`
+		}},
+		{"access_token", 200, nil, func(s string) string { return `{"token_type":"Bearer","expires_in":60,"access_token":"a b ` + s + `"}` }},
+		{"402 message", 402, nil, func(s string) string { return `{"message":"` + s + `"}` }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				secret, _ := requestSecret(r)
+				ct := "application/json"
+				if tc.name == "content type" {
+					ct = "text/plain; note=" + secret
+				}
+				w.Header().Set("Content-Type", ct)
+				for k, v := range tc.header {
+					w.Header().Set(k, strings.ReplaceAll(v, "SECRET", secret))
+				}
+				w.WriteHeader(tc.status)
+				if tc.body != nil {
+					_, _ = io.WriteString(w, tc.body(secret))
+				} else {
+					_, _ = io.WriteString(w, reply("Bearer", 60, good))
+				}
+			}, nil)
+			resp, err := e.do(logical.ReadOperation, "creds/r", nil)
+			if code, _ := statusOf(resp, err); code == http.StatusOK {
+				t.Errorf("accepted")
+			}
+			e.assertNoSecret(tc.name, responseText(t, resp, err))
+		})
 	}
 }
 

@@ -349,6 +349,8 @@ func TestReuse_underLoadFollowsEveryCredentialSwitch(t *testing.T) {
 	wg.Wait()
 }
 
+// A token_reuse reader whose own deadline ends while it waits for the shared
+// mint gets the 504 a mint-per-read reader gets.
 func TestReuse_readerOutOfTimeGetsA504(t *testing.T) {
 	release := make(chan struct{})
 	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
@@ -372,6 +374,9 @@ func TestReuse_readerOutOfTimeGetsA504(t *testing.T) {
 	}
 }
 
+// A write of the role or the config that changes nothing a cached token
+// depends on (the role's ttl, the config's max_retries) keeps the token, so
+// that its readers are still served through an outage.
 func TestStale_unrelatedWritesKeepTheCachedTokenThroughAnOutage(t *testing.T) {
 	for _, write := range []struct {
 		name string

@@ -174,6 +174,9 @@ func TestParseTokenReply_expNotAfterIatIsRefused(t *testing.T) {
 	}
 }
 
+// The JWT's exp bounds the token's life whatever else the JWT holds: an alg
+// outside the usual list, padded segments, or claims of unexpected types
+// (aud or sub a number).
 func TestParseTokenReply_leaseFollowsExpWhateverTheJWTHeader(t *testing.T) {
 	exp := testNow.Unix() + 60
 	rs := `{"typ":"JWT","alg":"RS256"}`

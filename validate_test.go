@@ -22,6 +22,8 @@ func TestValidate_internationalHostIsStoredAndDialledAsPunycode(t *testing.T) {
 	}
 }
 
+// An escape in the url's path (%2F) is kept as written or refused, so that
+// the token request never goes to another path than the one written.
 func TestValidate_encodedSlashInTheURLPathIsRefused(t *testing.T) {
 	got, err := normalizeURL("https://acme.example/tenant%2Fa")
 	if err == nil && got != "https://acme.example/tenant%2Fa" {
