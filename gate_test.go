@@ -73,6 +73,32 @@ func TestGate_rateLimitWindowFailsFastUntilRetryAfter(t *testing.T) {
 	}
 }
 
+// A request that was in flight when a 429 came back, and then ends with a
+// definite answer (a success, or another role's rejection), leaves the
+// Retry-After window open.
+func TestGate_aConcurrentAnswerKeepsTheRateLimitWindow(t *testing.T) {
+	for _, other := range []struct {
+		name string
+		err  error
+	}{{"success", nil}, {"rejection", errRejected}} {
+		t.Run(other.name, func(t *testing.T) {
+			g, clock := newTestGate()
+			for range 2 {
+				if err := g.acquire(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			g.release(errRateLimited) // Retry-After: 30s
+			g.release(other.err)      // the request sent alongside it
+			clock.advance(time.Second)
+			if err := g.acquire(context.Background()); err == nil {
+				t.Errorf("1s after a 429 with Retry-After 30s, a new request may go out (the concurrent %s erased the window)", other.name)
+				g.release(nil)
+			}
+		})
+	}
+}
+
 func TestGate_capsRequestsInFlight(t *testing.T) {
 	g, _ := newTestGate()
 	for range maxInFlight {
@@ -148,80 +174,6 @@ func TestGate_rateLimitWithoutRetryAfterBacksOff(t *testing.T) {
 	}
 }
 
-func TestGate_windowIsSharedByRolesWithTheCredential(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(map[string]any{"max_retries": 0})
-	e.mustDo(logical.CreateOperation, "roles/a", nil)
-	e.mustDo(logical.CreateOperation, "roles/b", nil)
-	e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
-	e.piwik.SetFault(standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 120})
-
-	before := e.piwik.TokenRequests()
-	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/a", nil)); status != http.StatusTooManyRequests {
-		t.Fatalf("first read: %d, want 429", status)
-	}
-	for range 10 {
-		status, msg := statusOf(e.do(logical.ReadOperation, "creds/b", nil))
-		if status != http.StatusTooManyRequests || !strings.Contains(msg, "no request sent") {
-			t.Fatalf("another role on the same credential: %d %q, want a 429 without a request", status, msg)
-		}
-	}
-	if got := e.piwik.TokenRequests() - before; got != 1 {
-		t.Errorf("%d token requests for 11 reads inside the window, want 1", got)
-	}
-	// A role with its own credential has a window of its own.
-	e.piwik.SetFault(standin.Fault{})
-	e.mustDo(logical.ReadOperation, "creds/own", nil)
-	if snap := e.mustDo(logical.ReadOperation, "metrics", nil).Data; snap["requests_not_sent"] != uint64(10) || snap["upstream_in_flight_peak"] != int64(1) {
-		t.Errorf("metrics requests_not_sent = %v, upstream_in_flight_peak = %v; want 10 and 1", snap["requests_not_sent"], snap["upstream_in_flight_peak"])
-	}
-}
-
-func TestGate_inFlightCapHoldsUnderConcurrentMints(t *testing.T) {
-	var inFlight, peak atomic.Int64
-	piwik := standin.New(standin.Options{Credentials: []standin.Credential{{ClientID: testClientID, ClientSecret: testClientSecret}}})
-	piwik.SetFault(standin.Fault{Kind: standin.FaultSlow, Delay: 20 * time.Millisecond})
-	srv := newCountingStandin(t, piwik, &inFlight, &peak)
-	client, err := newClient(clientOptions{BaseURL: srv, Timeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := newGates(time.Now)
-	g := gs.get("credential")
-	var wg sync.WaitGroup
-	for range 40 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := client.mint(context.Background(), testCreds, g); err != nil {
-				t.Errorf("mint: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if p := peak.Load(); p > maxInFlight || p < 2 {
-		t.Errorf("peak in flight %d, want between 2 and the cap %d", p, maxInFlight)
-	}
-	if p := gs.peak.Load(); p > maxInFlight || p < 2 {
-		t.Errorf("the gates' own peak %d, want between 2 and the cap %d", p, maxInFlight)
-	}
-}
-
-// newCountingStandin serves piwik and records the requests in flight and
-// their peak; it returns the base URL.
-func newCountingStandin(t *testing.T, piwik http.Handler, inFlight, peak *atomic.Int64) string {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := inFlight.Add(1)
-		defer inFlight.Add(-1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		piwik.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
-
 func TestGate_refusesACallerWhoseContextEnded(t *testing.T) {
 	g, _ := newTestGate()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -258,33 +210,105 @@ func TestGate_liftKeepsAWindowNewerThanTheVerification(t *testing.T) {
 	g.release(nil)
 }
 
-func TestGate_aStoredWriteKeepsARateLimitMetDuringItsVerification(t *testing.T) {
-	h := newHold()
-	e := newEnvWithRole(t, "r", nil, withHold(h))
-	// The config write's verification is held at Piwik PRO while a reader
-	// meets a 429 asking for two minutes of quiet.
-	h.holdNext(testClientID, 1)
-	written := make(chan error, 1)
-	go func() {
-		_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.UpdateOperation, Path: "config",
-			Data: map[string]any{"max_retries": 0, "client_secret": testClientSecret}, Storage: e.storage})
-		written <- err
-	}()
-	waitUntil(t, "the verification is held", func() bool { return h.waitingFor(testClientID) == 1 })
-	e.piwik.FailNext(1, standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 120})
-	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/r", nil)); status != http.StatusTooManyRequests {
-		t.Fatalf("reader during the verification: %d, want the 429", status)
+// Gates of credentials that failed once, long ago, are pruned: however many
+// credentials failed, at most maxIdleGates gates stay.
+func TestGate_idleGatesArePruned(t *testing.T) {
+	clock := &fakeClock{now: testNow}
+	gs := newGates(clock.Now)
+	for i := range 3 * maxIdleGates {
+		g := gs.get(fmt.Sprintf("https://acme.example\x00client-%d", i))
+		if err := g.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		g.release(errServer)
 	}
-	h.release(testClientID)
-	if err := <-written; err != nil {
+	clock.advance(24 * time.Hour) // a day later, no window open anywhere
+	// Past maxIdleGates every get (every mint) scans the whole map under
+	// the one gates mutex; timed here for the report, not asserted.
+	start := time.Now()
+	for i := range 100 {
+		gs.get(fmt.Sprintf("https://acme.example\x00fresh-%d", i))
+	}
+	t.Logf("gates.get with %d gates kept: %s each", 3*maxIdleGates, time.Since(start)/100)
+	gs.mu.Lock()
+	n := len(gs.m)
+	gs.mu.Unlock()
+	if n > maxIdleGates {
+		t.Errorf("%d gates kept a day after their single failure; the cap is %d", n, maxIdleGates)
+	}
+}
+
+// newCountingStandin serves piwik and records the requests in flight and
+// their peak; it returns the base URL.
+func newCountingStandin(t *testing.T, piwik http.Handler, inFlight, peak *atomic.Int64) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		piwik.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestGate_inFlightCapHoldsUnderConcurrentMints(t *testing.T) {
+	var inFlight, peak atomic.Int64
+	piwik := standin.New(standin.Options{Credentials: []standin.Credential{{ClientID: testClientID, ClientSecret: testClientSecret}}})
+	piwik.SetFault(standin.Fault{Kind: standin.FaultSlow, Delay: 20 * time.Millisecond})
+	srv := newCountingStandin(t, piwik, &inFlight, &peak)
+	client, err := newClient(clientOptions{BaseURL: srv, Timeout: 30 * time.Second})
+	if err != nil {
 		t.Fatal(err)
 	}
-	before := e.piwik.TokenRequests()
-	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/r", nil)); status != http.StatusTooManyRequests {
-		t.Errorf("read after the write: %d, want 429 without a request: the window is newer than the write's verification", status)
+	gs := newGates(time.Now)
+	g := gs.get("credential")
+	var wg sync.WaitGroup
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := client.mint(context.Background(), testCreds, g); err != nil {
+				t.Errorf("mint: %v", err)
+			}
+		}()
 	}
-	if got := e.piwik.TokenRequests() - before; got != 0 {
-		t.Errorf("%d token requests inside the window Piwik PRO asked for, want 0", got)
+	wg.Wait()
+	if p := peak.Load(); p > maxInFlight || p < 2 {
+		t.Errorf("peak in flight %d, want between 2 and the cap %d", p, maxInFlight)
+	}
+	if p := gs.peak.Load(); p > maxInFlight || p < 2 {
+		t.Errorf("the gates' own peak %d, want between 2 and the cap %d", p, maxInFlight)
+	}
+}
+
+func TestGate_windowIsSharedByRolesWithTheCredential(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"max_retries": 0})
+	e.mustDo(logical.CreateOperation, "roles/a", nil)
+	e.mustDo(logical.CreateOperation, "roles/b", nil)
+	e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 120})
+
+	before := e.piwik.TokenRequests()
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/a", nil)); status != http.StatusTooManyRequests {
+		t.Fatalf("first read: %d, want 429", status)
+	}
+	for range 10 {
+		status, msg := statusOf(e.do(logical.ReadOperation, "creds/b", nil))
+		if status != http.StatusTooManyRequests || !strings.Contains(msg, "no request sent") {
+			t.Fatalf("another role on the same credential: %d %q, want a 429 without a request", status, msg)
+		}
+	}
+	if got := e.piwik.TokenRequests() - before; got != 1 {
+		t.Errorf("%d token requests for 11 reads inside the window, want 1", got)
+	}
+	// A role with its own credential has a window of its own.
+	e.piwik.SetFault(standin.Fault{})
+	e.mustDo(logical.ReadOperation, "creds/own", nil)
+	if snap := e.mustDo(logical.ReadOperation, "metrics", nil).Data; snap["requests_not_sent"] != uint64(10) || snap["upstream_in_flight_peak"] != int64(1) {
+		t.Errorf("metrics requests_not_sent = %v, upstream_in_flight_peak = %v; want 10 and 1", snap["requests_not_sent"], snap["upstream_in_flight_peak"])
 	}
 }
 
@@ -329,57 +353,33 @@ func TestGate_hugeRetryAfterIsCappedAndAConfigWriteLiftsIt(t *testing.T) {
 	}
 }
 
-// A request that was in flight when a 429 came back, and then ends with a
-// definite answer (a success, or another role's rejection), leaves the
-// Retry-After window open.
-func TestGate_aConcurrentAnswerKeepsTheRateLimitWindow(t *testing.T) {
-	for _, other := range []struct {
-		name string
-		err  error
-	}{{"success", nil}, {"rejection", errRejected}} {
-		t.Run(other.name, func(t *testing.T) {
-			g, clock := newTestGate()
-			for range 2 {
-				if err := g.acquire(context.Background()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			g.release(errRateLimited) // Retry-After: 30s
-			g.release(other.err)      // the request sent alongside it
-			clock.advance(time.Second)
-			if err := g.acquire(context.Background()); err == nil {
-				t.Errorf("1s after a 429 with Retry-After 30s, a new request may go out (the concurrent %s erased the window)", other.name)
-				g.release(nil)
-			}
-		})
+func TestGate_aStoredWriteKeepsARateLimitMetDuringItsVerification(t *testing.T) {
+	h := newHold()
+	e := newEnvWithRole(t, "r", nil, withHold(h))
+	// The config write's verification is held at Piwik PRO while a reader
+	// meets a 429 asking for two minutes of quiet.
+	h.holdNext(testClientID, 1)
+	written := make(chan error, 1)
+	go func() {
+		_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.UpdateOperation, Path: "config",
+			Data: map[string]any{"max_retries": 0, "client_secret": testClientSecret}, Storage: e.storage})
+		written <- err
+	}()
+	waitUntil(t, "the verification is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	e.piwik.FailNext(1, standin.Fault{Kind: standin.FaultRateLimit, RetryAfter: 120})
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/r", nil)); status != http.StatusTooManyRequests {
+		t.Fatalf("reader during the verification: %d, want the 429", status)
 	}
-}
-
-// Gates of credentials that failed once, long ago, are pruned: however many
-// credentials failed, at most maxIdleGates gates stay.
-func TestGate_idleGatesArePruned(t *testing.T) {
-	clock := &fakeClock{now: testNow}
-	gs := newGates(clock.Now)
-	for i := range 3 * maxIdleGates {
-		g := gs.get(fmt.Sprintf("https://acme.example\x00client-%d", i))
-		if err := g.acquire(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		g.release(errServer)
+	h.release(testClientID)
+	if err := <-written; err != nil {
+		t.Fatal(err)
 	}
-	clock.advance(24 * time.Hour) // a day later, no window open anywhere
-	// Past maxIdleGates every get (every mint) scans the whole map under
-	// the one gates mutex; timed here for the report, not asserted.
-	start := time.Now()
-	for i := range 100 {
-		gs.get(fmt.Sprintf("https://acme.example\x00fresh-%d", i))
+	before := e.piwik.TokenRequests()
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/r", nil)); status != http.StatusTooManyRequests {
+		t.Errorf("read after the write: %d, want 429 without a request: the window is newer than the write's verification", status)
 	}
-	t.Logf("gates.get with %d gates kept: %s each", 3*maxIdleGates, time.Since(start)/100)
-	gs.mu.Lock()
-	n := len(gs.m)
-	gs.mu.Unlock()
-	if n > maxIdleGates {
-		t.Errorf("%d gates kept a day after their single failure; the cap is %d", n, maxIdleGates)
+	if got := e.piwik.TokenRequests() - before; got != 0 {
+		t.Errorf("%d token requests inside the window Piwik PRO asked for, want 0", got)
 	}
 }
 

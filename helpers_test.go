@@ -24,6 +24,8 @@ import (
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
 
+// The credentials every env's stand-in knows: the config's, and a role's
+// own (another Piwik PRO user).
 const (
 	testClientID     = "test-client"
 	testClientSecret = "test-secret-5f0c1e9a"
@@ -104,6 +106,7 @@ type holding struct {
 	count   int
 }
 
+// newHold returns a hold that holds nothing yet.
 func newHold() *hold {
 	return &hold{held: make(map[string]*holding), waiting: make(map[string]int)}
 }
@@ -150,6 +153,7 @@ func (h *hold) take(clientID string) chan struct{} {
 	return hd.release
 }
 
+// wrap holds the token requests of next as h says.
 func (h *hold) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -171,6 +175,10 @@ func (h *hold) wrap(next http.Handler) http.Handler {
 	})
 }
 
+// newEnv starts a backend as Vault mounts it, with in-memory storage (or
+// the one withStorage gives) and a stand-in of Piwik PRO that knows the
+// test credentials. When the test ends the backend is cleaned up and its
+// log is checked for secrets.
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	sys := &logical.StaticSystemView{
@@ -300,6 +308,7 @@ func (e *env) noteTokens(resp *logical.Response) {
 	}
 }
 
+// rememberSecret adds s to what the leak checks look for.
 func (e *env) rememberSecret(s string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -378,6 +387,8 @@ func (e *env) assertNoSecret(what, s string) {
 	}
 }
 
+// assertNoSecretsLogged fails when the backend's log holds a secret or a
+// token.
 func (e *env) assertNoSecretsLogged() {
 	e.assertNoSecret("backend log", e.logs.String())
 }
@@ -444,6 +455,7 @@ func isStatus(err error, status int) bool {
 	return errors.As(err, &coded) && coded.Code() == status
 }
 
+// The stand-in is an http.Handler: env serves it, wrapped or not.
 var _ http.Handler = (*standin.Server)(nil)
 
 // check reads piwik/check and returns its HTTP status and report, from a
@@ -529,6 +541,7 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// testNow is the fixed instant of the tests that need no running clock.
 var testNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 
 // testJWT builds an RS256-shaped JWT with the given claims.
@@ -540,6 +553,7 @@ func testJWT(claims map[string]any) string {
 	return enc(map[string]string{"typ": "JWT", "alg": "RS256"}) + "." + enc(claims) + "." + strings.Repeat("A", 342)
 }
 
+// reply is the JSON body of a token reply.
 func reply(tokenType string, expiresIn any, token string) string {
 	b, _ := json.Marshal(map[string]any{"token_type": tokenType, "expires_in": expiresIn, "access_token": token})
 	return string(b)
@@ -722,6 +736,7 @@ func (e *env) settle(roles ...string) {
 	}
 }
 
+// containsWarning reports whether one of resp's warnings holds part.
 func containsWarning(resp *logical.Response, part string) bool {
 	for _, w := range resp.Warnings {
 		if strings.Contains(w, part) {

@@ -98,38 +98,6 @@ func TestReuse_rejectedRoleDuringAnotherRolesMintCostsThatRoleNothing(t *testing
 	}
 }
 
-func TestStale_neverForACredentialRejectedOnAnotherRole(t *testing.T) {
-	e := newEnv(t)
-	// Every read asks Piwik PRO (a 10-minute token never has 600s left),
-	// and falls back on the cached token when it cannot have a new one.
-	e.piwik.SetLifetime(10 * time.Minute)
-	e.writeConfig(map[string]any{"max_retries": 0})
-	own := map[string]any{"token_reuse": true, "reuse_min_remaining": 600, "client_id": roleClientID, "client_secret": roleClientSecret}
-	e.mustDo(logical.CreateOperation, "roles/a", own)
-	e.mustDo(logical.CreateOperation, "roles/b", own)
-	e.mustDo(logical.ReadOperation, "creds/a", nil)
-	e.mustDo(logical.ReadOperation, "creds/b", nil)
-	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
-	if resp := e.mustDo(logical.ReadOperation, "creds/b", nil); len(resp.Warnings) == 0 {
-		t.Fatal("no stale serve during an outage before the rejection: the test proves nothing")
-	}
-
-	// The credential is deleted in Piwik PRO; a read of a meets it. b no
-	// longer serves its cached token during the next outage.
-	e.piwik.SetFault(standin.Fault{})
-	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
-	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/a", nil)); status != http.StatusBadGateway {
-		t.Fatalf("read of a after the deletion: %d, want 502", status)
-	}
-	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
-	resp, err := e.do(logical.ReadOperation, "creds/b", nil)
-	if status, msg := statusOf(resp, err); status == http.StatusOK {
-		t.Errorf("b was served its cached token of the rejected credential during an outage (warnings %v)", resp.Warnings)
-	} else if !strings.Contains(msg, "503") {
-		t.Errorf("b during the outage: %d %s, want the outage's 502", status, msg)
-	}
-}
-
 func TestReusePolicy_windowsOfAToken(t *testing.T) {
 	minted := testNow
 	tok := &token{Lifetime: 30 * time.Minute, ExpiresAt: minted.Add(30 * time.Minute)}
@@ -374,40 +342,6 @@ func TestReuse_readerOutOfTimeGetsA504(t *testing.T) {
 	}
 }
 
-// A write of the role or the config that changes nothing a cached token
-// depends on (the role's ttl, the config's max_retries) keeps the token, so
-// that its readers are still served through an outage.
-func TestStale_unrelatedWritesKeepTheCachedTokenThroughAnOutage(t *testing.T) {
-	for _, write := range []struct {
-		name string
-		path string
-		data map[string]any
-	}{
-		{"role ttl", "roles/shared", map[string]any{"ttl": 300}},
-		{"config max_retries", "config", map[string]any{"max_retries": 1, "verify_credentials": false}},
-	} {
-		t.Run(write.name, func(t *testing.T) {
-			e := newEnv(t)
-			e.piwik.SetLifetime(10 * time.Minute)
-			e.writeConfig(map[string]any{"max_retries": 0})
-			e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true, "reuse_min_remaining": "600"})
-			first := e.mustDo(logical.ReadOperation, "creds/shared", nil)
-			e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
-			if resp := e.mustDo(logical.ReadOperation, "creds/shared", nil); resp.Data["access_token"] != first.Data["access_token"] {
-				t.Fatalf("no stale serve before the write")
-			}
-
-			e.mustDo(logical.UpdateOperation, write.path, write.data)
-			resp, err := e.do(logical.ReadOperation, "creds/shared", nil)
-			status, msg := statusOf(resp, err)
-			t.Logf("read after the %s write, Piwik PRO still down: %d %s", write.name, status, msg)
-			if status != http.StatusOK || resp.Data["access_token"] != first.Data["access_token"] {
-				t.Errorf("the %s write dropped a cached token of unchanged credentials: readers now get %d instead of the still-valid token", write.name, status)
-			}
-		})
-	}
-}
-
 func TestStale_reuseRoleServesItsTokenThroughAnOutage(t *testing.T) {
 	for _, fault := range []standin.FaultKind{standin.FaultUnavailable, standin.FaultServerError, standin.FaultCloseConnection, standin.FaultRateLimit} {
 		t.Run(string(fault), func(t *testing.T) {
@@ -439,6 +373,20 @@ func TestStale_reuseRoleServesItsTokenThroughAnOutage(t *testing.T) {
 	}
 }
 
+func TestStale_notBelowTheFloor(t *testing.T) {
+	tok := &token{AccessToken: "a.b.c", Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(31 * time.Second)}
+	if !servableStale(tok, testNow) {
+		t.Errorf("31s left of a 30m token: not served, want served (floor 30s)")
+	}
+	if servableStale(tok, testNow.Add(2*time.Second)) {
+		t.Errorf("29s left of a 30m token: served, want refused (floor 30s)")
+	}
+	short := &token{AccessToken: "a.b.c", Lifetime: 20 * time.Second, ExpiresAt: testNow.Add(9 * time.Second)}
+	if !servableStale(short, testNow) {
+		t.Errorf("9s left of a 20s token: not served, want served (floor a quarter: 5s)")
+	}
+}
+
 func TestStale_neverForRejectedCredentialsOrMintRoles(t *testing.T) {
 	e := newEnv(t)
 	e.writeConfig(map[string]any{"max_retries": 0})
@@ -461,16 +409,68 @@ func TestStale_neverForRejectedCredentialsOrMintRoles(t *testing.T) {
 	}
 }
 
-func TestStale_notBelowTheFloor(t *testing.T) {
-	tok := &token{AccessToken: "a.b.c", Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(31 * time.Second)}
-	if !servableStale(tok, testNow) {
-		t.Errorf("31s left of a 30m token: not served, want served (floor 30s)")
+func TestStale_neverForACredentialRejectedOnAnotherRole(t *testing.T) {
+	e := newEnv(t)
+	// Every read asks Piwik PRO (a 10-minute token never has 600s left),
+	// and falls back on the cached token when it cannot have a new one.
+	e.piwik.SetLifetime(10 * time.Minute)
+	e.writeConfig(map[string]any{"max_retries": 0})
+	own := map[string]any{"token_reuse": true, "reuse_min_remaining": 600, "client_id": roleClientID, "client_secret": roleClientSecret}
+	e.mustDo(logical.CreateOperation, "roles/a", own)
+	e.mustDo(logical.CreateOperation, "roles/b", own)
+	e.mustDo(logical.ReadOperation, "creds/a", nil)
+	e.mustDo(logical.ReadOperation, "creds/b", nil)
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
+	if resp := e.mustDo(logical.ReadOperation, "creds/b", nil); len(resp.Warnings) == 0 {
+		t.Fatal("no stale serve during an outage before the rejection: the test proves nothing")
 	}
-	if servableStale(tok, testNow.Add(2*time.Second)) {
-		t.Errorf("29s left of a 30m token: served, want refused (floor 30s)")
+
+	// The credential is deleted in Piwik PRO; a read of a meets it. b no
+	// longer serves its cached token during the next outage.
+	e.piwik.SetFault(standin.Fault{})
+	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/a", nil)); status != http.StatusBadGateway {
+		t.Fatalf("read of a after the deletion: %d, want 502", status)
 	}
-	short := &token{AccessToken: "a.b.c", Lifetime: 20 * time.Second, ExpiresAt: testNow.Add(9 * time.Second)}
-	if !servableStale(short, testNow) {
-		t.Errorf("9s left of a 20s token: not served, want served (floor a quarter: 5s)")
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
+	resp, err := e.do(logical.ReadOperation, "creds/b", nil)
+	if status, msg := statusOf(resp, err); status == http.StatusOK {
+		t.Errorf("b was served its cached token of the rejected credential during an outage (warnings %v)", resp.Warnings)
+	} else if !strings.Contains(msg, "503") {
+		t.Errorf("b during the outage: %d %s, want the outage's 502", status, msg)
+	}
+}
+
+// A write of the role or the config that changes nothing a cached token
+// depends on (the role's ttl, the config's max_retries) keeps the token, so
+// that its readers are still served through an outage.
+func TestStale_unrelatedWritesKeepTheCachedTokenThroughAnOutage(t *testing.T) {
+	for _, write := range []struct {
+		name string
+		path string
+		data map[string]any
+	}{
+		{"role ttl", "roles/shared", map[string]any{"ttl": 300}},
+		{"config max_retries", "config", map[string]any{"max_retries": 1, "verify_credentials": false}},
+	} {
+		t.Run(write.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.piwik.SetLifetime(10 * time.Minute)
+			e.writeConfig(map[string]any{"max_retries": 0})
+			e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true, "reuse_min_remaining": "600"})
+			first := e.mustDo(logical.ReadOperation, "creds/shared", nil)
+			e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
+			if resp := e.mustDo(logical.ReadOperation, "creds/shared", nil); resp.Data["access_token"] != first.Data["access_token"] {
+				t.Fatalf("no stale serve before the write")
+			}
+
+			e.mustDo(logical.UpdateOperation, write.path, write.data)
+			resp, err := e.do(logical.ReadOperation, "creds/shared", nil)
+			status, msg := statusOf(resp, err)
+			t.Logf("read after the %s write, Piwik PRO still down: %d %s", write.name, status, msg)
+			if status != http.StatusOK || resp.Data["access_token"] != first.Data["access_token"] {
+				t.Errorf("the %s write dropped a cached token of unchanged credentials: readers now get %d instead of the still-valid token", write.name, status)
+			}
+		})
 	}
 }
