@@ -65,12 +65,7 @@ func TestClean_returnsOnlyAfterTheMintsItStartedStoppedStoring(t *testing.T) {
 	// the storage already accepted, so it no longer heeds the context)
 	// when the mount is cleaned up.
 	stalled := storage.pauseNext("put", tokenStoragePrefix+"r")
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
-		e.noteTokens(resp)
-	}()
+	read := e.readInBackground("r")
 	<-stalled.reached
 	var order []string
 	var mu sync.Mutex

@@ -2,89 +2,15 @@ package piwik
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 )
-
-// transportError classifies a failure to get a complete reply at all.
-// Errors net/http returns can quote what the server sent, so their text
-// goes through the redactor too.
-func (c *client) transportError(ctx, attemptCtx context.Context, err error, red redactor) error {
-	if ctx.Err() != nil {
-		return c.contextError(ctx)
-	}
-	var netErr net.Error
-	if attemptCtx.Err() != nil || errors.As(err, &netErr) && netErr.Timeout() {
-		return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("no complete reply from %s within %s (request_timeout %s)", c.host, c.attemptTimeout, c.timeout)}
-	}
-	if isTLSError(err) {
-		return &upstreamError{Kind: kindTLS, Detail: fmt.Sprintf("TLS with %s failed: %s", c.host, red.text(rootCause(err)))}
-	}
-	if headersTooLarge(err) {
-		return &upstreamError{Kind: kindBadReply, Detail: fmt.Sprintf("reply headers are larger than %d KiB", maxHeaderBytes>>10)}
-	}
-	return &upstreamError{Kind: kindUnreachable, Detail: fmt.Sprintf("cannot reach %s: %s", c.host, red.text(rootCause(err)))}
-}
-
-// errRequestTimeout is the cause of a mint's context ending at its own
-// request_timeout, as opposed to the caller's deadline.
-var errRequestTimeout = errors.New("request_timeout")
-
-// contextError explains why ctx ended: our own request_timeout, which is
-// Piwik PRO's failure to answer in time, or the caller's deadline or
-// cancellation, which is the caller's (a callerError).
-func (c *client) contextError(ctx context.Context) error {
-	if errors.Is(context.Cause(ctx), errRequestTimeout) {
-		return &upstreamError{Kind: kindTimeout, Detail: fmt.Sprintf("no token from %s within request_timeout %s", c.host, c.timeout)}
-	}
-	return callerContextError(ctx, c.host+" issued a token")
-}
-
-// headersTooLarge reports whether err is net/http refusing a reply's
-// headers for their size, over HTTP/1 or HTTP/2 (where the HPACK decoder
-// gives up with a COMPRESSION_ERROR when the list passes the limit).
-func headersTooLarge(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "server response headers exceeded") ||
-		strings.Contains(msg, "header list larger than") ||
-		strings.Contains(msg, "COMPRESSION_ERROR")
-}
-
-// isTLSError reports whether err came from certificate checks or the TLS
-// handshake.
-func isTLSError(err error) bool {
-	var (
-		unknownAuth x509.UnknownAuthorityError
-		hostname    x509.HostnameError
-		invalid     x509.CertificateInvalidError
-		verify      *tls.CertificateVerificationError
-		record      tls.RecordHeaderError
-		alert       tls.AlertError
-	)
-	return errors.As(err, &unknownAuth) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
-		errors.As(err, &verify) || errors.As(err, &record) || errors.As(err, &alert)
-}
-
-// rootCause drops the "Post <url>:" wrapping net/http adds, which repeats
-// what the error already says about the host.
-func rootCause(err error) string {
-	var urlErr *url.Error
-	if errors.As(err, &urlErr) {
-		err = urlErr.Err
-	}
-	return err.Error()
-}
 
 // statusError turns a non-200 reply into an upstreamError. Every piece of
 // the reply it quotes goes through red.

@@ -156,19 +156,14 @@ func (h *hold) take(clientID string) chan struct{} {
 // wrap holds the token requests of next as h says.
 func (h *hold) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		var req struct {
-			ClientID string `json:"client_id"`
-		}
-		_ = json.Unmarshal(body, &req)
-		if release := h.take(req.ClientID); release != nil {
+		clientID := peekClientID(r)
+		if release := h.take(clientID); release != nil {
 			select {
 			case <-release:
 			case <-r.Context().Done():
 			}
 			h.mu.Lock()
-			h.waiting[req.ClientID]--
+			h.waiting[clientID]--
 			h.mu.Unlock()
 		}
 		next.ServeHTTP(w, r)
@@ -258,6 +253,13 @@ func newEnvWithRole(t testing.TB, role string, roleData map[string]any, opts ...
 	e.writeConfig(nil)
 	e.mustDo(logical.CreateOperation, "roles/"+role, roleData)
 	return e
+}
+
+// request is one request a test sends through env.do.
+type request struct {
+	op   logical.Operation
+	path string
+	data map[string]any
 }
 
 // do sends one request to the backend, as Vault's router would.
@@ -482,6 +484,31 @@ func (e *env) check() (int, map[string]any) {
 	return resp.Data[logical.HTTPStatusCode].(int), body.Data
 }
 
+// readInBackground starts a read of creds/<role> in a goroutine of its own
+// and returns a channel that is closed when the read has returned.
+func (e *env) readInBackground(role string) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/" + role, Storage: e.storage})
+		e.noteTokens(resp)
+	}()
+	return done
+}
+
+// newEnvWithHeldMint is newEnvWithRole with a token_reuse role "r" whose
+// first read is under way: Piwik PRO holds its token request until h
+// releases testClientID, and done is closed when the read has returned.
+func newEnvWithHeldMint(t *testing.T) (e *env, h *hold, done <-chan struct{}) {
+	t.Helper()
+	h = newHold()
+	e = newEnvWithRole(t, "r", map[string]any{"token_reuse": true}, withHold(h))
+	h.hold(testClientID)
+	done = e.readInBackground("r")
+	waitUntil(t, "the mint is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	return e, h, done
+}
+
 // readCreds reads creds/<role> from many goroutines at once and returns
 // the tokens handed out.
 func (e *env) readCreds(role string, readers int) []*logical.Response {
@@ -579,6 +606,18 @@ func hostileEnv(t *testing.T, handler http.HandlerFunc, roleData map[string]any)
 	})
 	e.mustDo(logical.CreateOperation, "roles/r", roleData)
 	return e
+}
+
+// peekClientID returns the client_id of a token request and leaves its body
+// to be read again.
+func peekClientID(r *http.Request) string {
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var req struct {
+		ClientID string `json:"client_id"`
+	}
+	_ = json.Unmarshal(body, &req)
+	return req.ClientID
 }
 
 // requestSecret returns the client_secret of a token request.

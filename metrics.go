@@ -70,34 +70,33 @@ func (m *metrics) attempt(a attempt) {
 	}
 }
 
+// count adds one to counter, one of m's fields.
+func (m *metrics) count(counter *uint64) {
+	m.mu.Lock()
+	*counter++
+	m.mu.Unlock()
+}
+
 // reuseHit records a read served from the token cache.
 func (m *metrics) reuseHit() {
-	m.mu.Lock()
-	m.reuseHits++
-	m.mu.Unlock()
+	m.count(&m.reuseHits)
 }
 
 // tokenLoaded records a token loaded from storage into this node's cache.
 func (m *metrics) tokenLoaded() {
-	m.mu.Lock()
-	m.tokensLoaded++
-	m.mu.Unlock()
+	m.count(&m.tokensLoaded)
 }
 
 // backgroundRefresh records a background refresh of a token_reuse role's
 // token (refresh-ahead or periodic).
 func (m *metrics) backgroundRefresh() {
-	m.mu.Lock()
-	m.refreshes++
-	m.mu.Unlock()
+	m.count(&m.refreshes)
 }
 
 // staleServe records a read served a cached token because a new one could
 // not be had.
 func (m *metrics) staleServe() {
-	m.mu.Lock()
-	m.staleServes++
-	m.mu.Unlock()
+	m.count(&m.staleServes)
 }
 
 // notSentRequest records a mint refused without a request, inside a

@@ -1,10 +1,7 @@
 package piwik
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -188,15 +185,10 @@ func (h *replyHold) option() envOption {
 	return func(s *envSetup) {
 		s.wrap = func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				body, _ := io.ReadAll(r.Body)
-				r.Body = io.NopCloser(bytes.NewReader(body))
-				var req struct {
-					ClientID string `json:"client_id"`
-				}
-				_ = json.Unmarshal(body, &req)
+				clientID := peekClientID(r)
 				h.mu.Lock()
-				hold := h.next[req.ClientID]
-				delete(h.next, req.ClientID)
+				hold := h.next[clientID]
+				delete(h.next, clientID)
 				h.mu.Unlock()
 				if !hold {
 					next.ServeHTTP(w, r)

@@ -280,12 +280,13 @@ func unescapeBackslashes(s string) string {
 			b.WriteRune(r)
 			i += width - 1
 		case 'x':
-			if v, err := strconv.ParseUint(safeSlice(s, i+2, i+4), 16, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
+			v, ok := hexByte(s, i+2)
+			if !ok {
+				b.WriteByte(s[i])
 				continue
 			}
-			b.WriteByte(s[i])
+			b.WriteByte(v)
+			i += 3
 		default:
 			b.WriteByte(s[i])
 		}
@@ -319,21 +320,26 @@ func unescapePercent(s string, plusIsSpace bool) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
-		case s[i] == '+' && plusIsSpace:
-			b.WriteByte(' ')
-		case s[i] == '%':
-			if v, err := strconv.ParseUint(safeSlice(s, i+1, i+3), 16, 8); err == nil {
-				b.WriteByte(byte(v))
+		case c == '+' && plusIsSpace:
+			c = ' '
+		case c == '%':
+			if v, ok := hexByte(s, i+1); ok {
+				c = v
 				i += 2
-				continue
 			}
-			b.WriteByte(s[i])
-		default:
-			b.WriteByte(s[i])
 		}
+		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// hexByte decodes the two hex digits (either case) at s[from:], false when
+// there are none.
+func hexByte(s string, from int) (byte, bool) {
+	v, err := strconv.ParseUint(safeSlice(s, from, from+2), 16, 8)
+	return byte(v), err == nil
 }
 
 // safeSlice is s[from:to], or "" when that is out of range.

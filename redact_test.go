@@ -127,11 +127,7 @@ func TestRedactor_echoedSecretsAreRedacted(t *testing.T) {
 			e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": "special", "client_secret": specialSecret})
 			e.piwik.SetFault(standin.Fault{Kind: standin.FaultEcho, Echo: mode})
 
-			for _, r := range []struct {
-				op   logical.Operation
-				path string
-				data map[string]any
-			}{
+			for _, r := range []request{
 				{logical.ReadOperation, "creds/r", nil},
 				{logical.ReadOperation, "creds/own", nil},
 				{logical.ReadOperation, "check", nil},
@@ -311,11 +307,7 @@ func TestSecrets_appearInNoResponseErrorWarningOrLog(t *testing.T) {
 			e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true})
 			e.piwik.SetFault(standin.Fault{Kind: kind, Delay: 400 * time.Millisecond, RetryAfter: 30})
 
-			requests := []struct {
-				op   logical.Operation
-				path string
-				data map[string]any
-			}{
+			requests := []request{
 				{logical.ReadOperation, "creds/own", nil},
 				{logical.ReadOperation, "creds/shared", nil},
 				{logical.ReadOperation, "creds/shared", nil},

@@ -330,19 +330,10 @@ func (e *env) assertStoresOnlyCurrentCredential(role string) {
 }
 
 func TestTokenStore_aMintOfTheOldCredentialInFlightDuringARotationIsNeverStored(t *testing.T) {
-	h := newHold()
-	e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true}, withHold(h))
 	// The role's first token is being minted, slowly, when the config's
 	// credential is replaced (verified with the new client id, which
 	// Piwik PRO answers at once).
-	h.hold(testClientID)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
-		e.noteTokens(resp)
-	}()
-	waitUntil(t, "the mint is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	e, h, done := newEnvWithHeldMint(t)
 	e.mustDo(logical.UpdateOperation, "config", map[string]any{"url": e.server.URL, "client_id": roleClientID, "client_secret": roleClientSecret})
 	h.release(testClientID)
 	<-done
@@ -370,12 +361,7 @@ func TestTokenStore_aReaderThatResolvedTheOldCredentialNeverStoresItsTokenAfterT
 			// A reader resolves the role to the old credential and is
 			// loading its stored token when the write comes and goes.
 			paused := storage.pauseNext("get", tokenStoragePrefix+"r")
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
-				e.noteTokens(resp)
-			}()
+			done := e.readInBackground("r")
 			<-paused.reached
 			tc.write(e)
 			close(paused.release)
@@ -396,12 +382,7 @@ func TestTokenStore_aStandbyNeverKeepsATokenPurgedWhileItWasLoadingIt(t *testing
 	// cached it when the operator purges it on the active node, whose
 	// delete reaches the standby as an invalidation.
 	paused := storage.pauseNext("get", tokenStoragePrefix+"shared")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, _ := standby.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/shared", Storage: storage})
-		standby.noteTokens(resp)
-	}()
+	done := standby.readInBackground("shared")
 	<-paused.reached
 	active.mustDo(logical.DeleteOperation, "tokens/shared", nil)
 	standby.b.invalidate(context.Background(), tokenStoragePrefix+"shared")
@@ -484,12 +465,7 @@ func TestTokenStore_aTokenBeingStoredWhenItsCredentialIsRejectedDoesNotStayStore
 	// in Piwik PRO and a read of a meets the rejection; the scan that drops
 	// the credential's stored tokens lists storage before b's store ends.
 	stored := storage.pauseNext("put", tokenStoragePrefix+"b")
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/b", Storage: e.storage})
-		e.noteTokens(resp)
-	}()
+	read := e.readInBackground("b")
 	<-stored.reached
 	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
 	listed := storage.pauseNext("list", tokenStoragePrefix)
