@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 )
 
+// The config's storage key, defaults and limits.
 const (
 	configStoragePath = "config"
 
@@ -28,6 +29,7 @@ type piwikConfig struct {
 	MaxRetries        int           `json:"max_retries"`
 }
 
+// defaultConfig is a config before any field is written.
 func defaultConfig() *piwikConfig {
 	return &piwikConfig{
 		RequestTimeout:    defaultRequestTimeout,
@@ -36,10 +38,12 @@ func defaultConfig() *piwikConfig {
 	}
 }
 
+// credentials returns the config's own credentials.
 func (c *piwikConfig) credentials() credentials {
 	return credentials{ClientID: c.ClientID, ClientSecret: c.ClientSecret}
 }
 
+// clientOptions is what a client for c is built from.
 func (c *piwikConfig) clientOptions() clientOptions {
 	return clientOptions{
 		BaseURL:    c.URL,

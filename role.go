@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 )
 
+// Where roles are stored, and how long a role name may be.
 const (
 	roleStoragePrefix = "roles/"
 	maxRoleNameLength = 128
