@@ -27,7 +27,9 @@ func pathRoles(b *backend) []*framework.Path {
 					},
 					Summary: "List the roles.",
 					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "OK", Fields: roleFields()}},
+						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
+							"keys": {Type: framework.TypeStringSlice, Description: "Role names."},
+						}}},
 					},
 				},
 			},
@@ -40,45 +42,7 @@ func pathRoles(b *backend) []*framework.Path {
 				OperationPrefix: operationPrefix,
 				OperationSuffix: "role",
 			},
-			Fields: map[string]*framework.FieldSchema{
-				"name": {
-					Type:        framework.TypeString,
-					Description: "Name of the role.",
-					Required:    true,
-				},
-				"ttl": {
-					Type:        framework.TypeDurationSecond,
-					Description: "Cap on the lease of tokens read through this role. 0 means the token's own lifetime.",
-				},
-				"client_id": {
-					Type:        framework.TypeString,
-					Description: `Client ID of another Piwik PRO user's API credential, used instead of the config's. A new client_id needs its client_secret; "" goes back to the config's credentials.`,
-					DisplayAttrs: &framework.DisplayAttributes{
-						Name: "Client ID",
-					},
-				},
-				"client_secret": {
-					Type:        framework.TypeString,
-					Description: "Client secret for client_id. Write-only: never returned. Given alone, it rotates the secret of the role's client_id. It is bound to the config's url and ca_cert at the time of the write.",
-					DisplayAttrs: &framework.DisplayAttributes{
-						Name:      "Client secret",
-						Sensitive: true,
-					},
-				},
-				"token_reuse": {
-					Type:        framework.TypeBool,
-					Description: "Let readers share one cached token per Vault node instead of minting one per read.",
-				},
-				"reuse_min_remaining": {
-					Type:        framework.TypeDurationSecond,
-					Description: fmt.Sprintf("With token_reuse, hand out a cached token only while at least this much of its life is left. 0 means %s its lifetime.", fraction(defaultReuseFraction)),
-				},
-				"leased": {
-					Type:        framework.TypeBool,
-					Description: "Return each token as a lease (the default). With false, a read returns the token and its remaining ttl without a lease, so Vault stores nothing per read.",
-					Default:     true,
-				},
-			},
+			Fields:         roleFields(),
 			ExistenceCheck: b.roleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
@@ -134,7 +98,43 @@ func pathRoles(b *backend) []*framework.Path {
 // screenInput.
 func roleFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"keys": {Type: framework.TypeStringSlice, Description: "Role names."},
+		"name": {
+			Type:        framework.TypeString,
+			Description: "Name of the role.",
+			Required:    true,
+		},
+		"ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Cap on the lease of tokens read through this role. 0 means the token's own lifetime.",
+		},
+		"client_id": {
+			Type:        framework.TypeString,
+			Description: `Client ID of another Piwik PRO user's API credential, used instead of the config's. A new client_id needs its client_secret; "" goes back to the config's credentials.`,
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "Client ID",
+			},
+		},
+		"client_secret": {
+			Type:        framework.TypeString,
+			Description: "Client secret for client_id. Write-only: never returned. Given alone, it rotates the secret of the role's client_id. It is bound to the config's url and ca_cert at the time of the write.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Client secret",
+				Sensitive: true,
+			},
+		},
+		"token_reuse": {
+			Type:        framework.TypeBool,
+			Description: "Let readers share one cached token per Vault node instead of minting one per read.",
+		},
+		"reuse_min_remaining": {
+			Type:        framework.TypeDurationSecond,
+			Description: fmt.Sprintf("With token_reuse, hand out a cached token only while at least this much of its life is left. 0 means %s its lifetime.", fraction(defaultReuseFraction)),
+		},
+		"leased": {
+			Type:        framework.TypeBool,
+			Description: "Return each token as a lease (the default). With false, a read returns the token and its remaining ttl without a lease, so Vault stores nothing per read.",
+			Default:     true,
+		},
 	}
 }
 
