@@ -154,7 +154,7 @@ const maxTTLRefresh = 30 * time.Second
 
 // mountMaxTTL returns the mount's max lease TTL, read from Vault at most
 // every maxTTLRefresh. In an external plugin each System() call is a gRPC
-// round trip back to Vault, which measurably slowed every creds read. A
+// round trip back to Vault, which measurably slows every creds read. A
 // stale value after a tune is harmless: Vault caps every lease at the
 // mount's current max itself, and warns when it does.
 func (b *backend) mountMaxTTL() time.Duration {
