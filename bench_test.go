@@ -7,10 +7,9 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// The in-process benchmarks: what the plugin itself spends on a creds read,
-// without Vault's HTTP layer, its gRPC hop to the plugin, or the lease
+// benchmarkCredsRead measures what the plugin itself spends on a creds
+// read, without Vault's HTTP layer, its gRPC hop to the plugin, or the lease
 // bookkeeping (make bench measures those against the real server).
-
 func benchmarkCredsRead(b *testing.B, roleData map[string]any) {
 	e := newEnvWithRole(b, "r", roleData)
 	req := func() *logical.Request {

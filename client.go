@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -275,6 +274,42 @@ func (c *client) attempt(ctx context.Context, body []byte, red redactor) (*token
 	return tok, resp.StatusCode, err
 }
 
+// backoff returns the jittered wait before retry number attempt+1.
+func backoff(attempt int) time.Duration {
+	wait := retryBaseDelay << min(attempt, 16)
+	if wait > retryMaxDelay {
+		wait = retryMaxDelay
+	}
+	return wait/2 + rand.N(wait/2+1)
+}
+
+// fitsBudget reports whether waiting d still leaves ctx time for a request.
+func fitsBudget(ctx context.Context, d time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) > d
+}
+
+// sleepCtx waits d or until ctx ends, whichever is first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// withAttempts records on an upstreamError how many requests were made.
+func withAttempts(err error, attempts int) error {
+	var upErr *upstreamError
+	if errors.As(err, &upErr) {
+		upErr.Attempts = attempts
+	}
+	return err
+}
+
 // transportError classifies a failure to get a complete reply at all.
 // Errors net/http returns can quote what the server sent, so their text
 // goes through the redactor too.
@@ -342,121 +377,4 @@ func rootCause(err error) string {
 		err = urlErr.Err
 	}
 	return err.Error()
-}
-
-// statusError turns a non-200 reply into an upstreamError. Every piece of
-// the reply it quotes goes through red.
-func statusError(resp *http.Response, reply []byte, red redactor) error {
-	e := &upstreamError{Status: resp.StatusCode}
-	var oauth struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-		Message     string `json:"message"`
-	}
-	_ = json.Unmarshal(reply, &oauth)
-	contentType := resp.Header.Get("Content-Type")
-	switch {
-	case resp.StatusCode >= 300 && resp.StatusCode < 400:
-		e.Kind = kindRedirect
-		e.Detail = redirectTarget(resp.Header.Get("Location"), red)
-	case resp.StatusCode == http.StatusTooManyRequests:
-		e.Kind = kindRateLimited
-		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	case resp.StatusCode == http.StatusPaymentRequired:
-		e.Kind = kindNoLicense
-		e.Detail = red.text(oauth.Message)
-	case oauth.Error == "invalid_client", resp.StatusCode == http.StatusUnauthorized:
-		e.Kind = kindCredentials
-	case resp.StatusCode >= 500:
-		e.Kind = kindServer
-		e.Detail = red.describeBody(contentType, reply)
-	default:
-		e.Kind = kindUnexpected
-		if oauth.Error != "" {
-			e.Detail = red.text(oauth.Error + ": " + firstNonEmpty(oauth.Description, oauth.Message))
-		} else {
-			e.Detail = red.describeBody(contentType, reply)
-		}
-	}
-	return e
-}
-
-// redirectTarget names where a redirect pointed: its host only, since the
-// path and query are where a hostile server would echo a secret.
-func redirectTarget(location string, red redactor) string {
-	if location == "" {
-		return "without a Location"
-	}
-	u, err := url.Parse(location)
-	if err != nil {
-		return "to an unparseable Location"
-	}
-	if u.Host == "" {
-		return "to a path on the same host"
-	}
-	return fmt.Sprintf("to host %q", red.text(u.Host))
-}
-
-// parseRetryAfter reads a Retry-After header in either of its forms
-// (seconds, or an HTTP date). It returns 0 when absent or unreadable.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
-			return 0
-		}
-		return time.Duration(min(secs, 86400)) * time.Second
-	}
-	if at, err := http.ParseTime(v); err == nil && at.After(now) {
-		return min(at.Sub(now), 24*time.Hour)
-	}
-	return 0
-}
-
-func firstNonEmpty(values ...string) string {
-	for _, v := range values {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
-// backoff returns the jittered wait before retry number attempt+1.
-func backoff(attempt int) time.Duration {
-	wait := retryBaseDelay << min(attempt, 16)
-	if wait > retryMaxDelay {
-		wait = retryMaxDelay
-	}
-	return wait/2 + rand.N(wait/2+1)
-}
-
-// fitsBudget reports whether waiting d still leaves ctx time for a request.
-func fitsBudget(ctx context.Context, d time.Duration) bool {
-	deadline, ok := ctx.Deadline()
-	return !ok || time.Until(deadline) > d
-}
-
-// sleepCtx waits d or until ctx ends, whichever is first.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// withAttempts records on an upstreamError how many requests were made.
-func withAttempts(err error, attempts int) error {
-	var upErr *upstreamError
-	if errors.As(err, &upErr) {
-		upErr.Attempts = attempts
-	}
-	return err
 }

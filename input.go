@@ -2,22 +2,14 @@ package piwik
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"strings"
-	"time"
 
-	"github.com/hashicorp/go-secure-stdlib/parseutil"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
-
-// maxCredentialLength bounds client_id and client_secret.
-const maxCredentialLength = 1024
 
 // HandleRequest screens the input of config and role writes before the
 // framework parses it; see screenInput.
@@ -113,110 +105,6 @@ func rejectUnknownFields(d *framework.FieldData) error {
 		if _, ok := d.Schema[name]; !ok {
 			return fmt.Errorf("%s: unknown field", name)
 		}
-	}
-	return nil
-}
-
-// credentialField checks a client_id or client_secret and returns it as it
-// is stored: without the one trailing newline (LF or CRLF) that a value
-// read from a file with @file ends with. Any other whitespace around it, or
-// a control character inside, refuses the write; the error names the
-// field, never the value.
-func credentialField(field, value string) (string, error) {
-	if trimmed, ok := strings.CutSuffix(value, "\r\n"); ok {
-		value = trimmed
-	} else {
-		value = strings.TrimSuffix(value, "\n")
-	}
-	switch {
-	case value == "":
-		return "", fmt.Errorf("%s: must not be empty", field)
-	case len(value) > maxCredentialLength:
-		return "", fmt.Errorf("%s: longer than %d characters", field, maxCredentialLength)
-	case strings.ContainsFunc(value, isControl):
-		return "", fmt.Errorf("%s: contains control characters (one trailing newline, as a file read with @file ends, is dropped; no other)", field)
-	case strings.TrimSpace(value) != value:
-		return "", fmt.Errorf("%s: begins or ends with whitespace", field)
-	}
-	return value, nil
-}
-
-// secondsField returns the duration field name of d as it was given, when
-// it was: a whole, non-negative number of seconds up to limit. The
-// framework would truncate "500ms" or 1.9 to whole seconds, and turn a
-// sub-second value, even a negative one, into 0, which every duration
-// field of this plugin reads as "no cap" or "the default".
-func secondsField(d *framework.FieldData, name string, limit time.Duration) (time.Duration, bool, error) {
-	raw, ok := d.Raw[name]
-	if !ok {
-		return 0, false, nil
-	}
-	value, err := wholeSeconds(raw)
-	switch {
-	case err != nil:
-		return 0, true, fmt.Errorf("%s: %w", name, err)
-	case value > limit:
-		return 0, true, fmt.Errorf("%s: must be at most %s", name, limit)
-	}
-	return value, true, nil
-}
-
-// wholeSeconds parses a duration given as seconds (a number, or a string
-// such as "90") or with units ("90s", "10m", "1h30m", "1d").
-func wholeSeconds(raw any) (time.Duration, error) {
-	if n, ok := raw.(json.Number); ok {
-		if i, err := n.Int64(); err == nil {
-			raw = i
-		} else if f, err := n.Float64(); err == nil {
-			raw = f
-		}
-	}
-	if f, ok := raw.(float32); ok {
-		raw = float64(f)
-	}
-	if f, ok := raw.(float64); ok {
-		switch {
-		case math.Abs(f) > 1<<40:
-			return 0, errors.New("out of range")
-		case f != math.Trunc(f):
-			return 0, errNotWholeSeconds
-		}
-	}
-	value, err := parseutil.ParseDurationSecond(raw)
-	switch {
-	case err != nil:
-		return 0, errors.New(`not a duration: give whole seconds ("90") or units ("90s", "10m")`)
-	case value < 0:
-		return 0, errors.New("must not be negative")
-	case value%time.Second != 0:
-		return 0, errNotWholeSeconds
-	}
-	return value, nil
-}
-
-var errNotWholeSeconds = errors.New("must be a whole number of seconds")
-
-// corruptEntryError is a storage entry that does not decode. Its message
-// names the entry and its size, never its content, which may hold secrets.
-type corruptEntryError struct {
-	key  string
-	size int
-}
-
-func (e *corruptEntryError) Error() string {
-	return fmt.Sprintf("the stored entry %q (%d bytes) does not decode; write it again in full to replace it", e.key, e.size)
-}
-
-// isCorrupt reports whether err is a storage entry that does not decode.
-func isCorrupt(err error) bool {
-	var corrupt *corruptEntryError
-	return errors.As(err, &corrupt)
-}
-
-// decodeEntry decodes a storage entry into out, or reports it corrupt.
-func decodeEntry(entry *logical.StorageEntry, out any) error {
-	if err := entry.DecodeJSON(out); err != nil {
-		return &corruptEntryError{key: entry.Key, size: len(entry.Value)}
 	}
 	return nil
 }

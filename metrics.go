@@ -2,6 +2,7 @@ package piwik
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -16,6 +17,9 @@ import (
 // latencyWindow is how many recent upstream latencies the percentiles are
 // computed over.
 const latencyWindow = 1024
+
+// inFlightPeakHelp describes the in-flight peak in both formats.
+var inFlightPeakHelp = fmt.Sprintf("The most token requests that were in flight with one credential at once on this node (the cap is %d).", maxInFlight)
 
 // metrics counts what the engine did since the plugin process started on
 // this node, for this mount. It is in memory only.
@@ -66,34 +70,33 @@ func (m *metrics) attempt(a attempt) {
 	}
 }
 
+// count adds one to counter, one of m's fields.
+func (m *metrics) count(counter *uint64) {
+	m.mu.Lock()
+	*counter++
+	m.mu.Unlock()
+}
+
 // reuseHit records a read served from the token cache.
 func (m *metrics) reuseHit() {
-	m.mu.Lock()
-	m.reuseHits++
-	m.mu.Unlock()
+	m.count(&m.reuseHits)
 }
 
 // tokenLoaded records a token loaded from storage into this node's cache.
 func (m *metrics) tokenLoaded() {
-	m.mu.Lock()
-	m.tokensLoaded++
-	m.mu.Unlock()
+	m.count(&m.tokensLoaded)
 }
 
 // backgroundRefresh records a background refresh of a token_reuse role's
 // token (refresh-ahead or periodic).
 func (m *metrics) backgroundRefresh() {
-	m.mu.Lock()
-	m.refreshes++
-	m.mu.Unlock()
+	m.count(&m.refreshes)
 }
 
 // staleServe records a read served a cached token because a new one could
 // not be had.
 func (m *metrics) staleServe() {
-	m.mu.Lock()
-	m.staleServes++
-	m.mu.Unlock()
+	m.count(&m.staleServes)
 }
 
 // notSentRequest records a mint refused without a request, inside a
@@ -217,14 +220,14 @@ func (m *metrics) prometheus(mount string) ([]byte, error) {
 		byKind("piwik_upstream_failures_total", "Requests to Piwik PRO that failed, by kind.", r.failures),
 		byKind("piwik_requests_not_sent_total", "Token requests refused without a request, inside a rate-limit or backoff window, by the kind of failure that opened it.", r.notSent),
 		{
-			Name: proto.String("piwik_upstream_request_duration_seconds"), Help: proto.String("Duration of requests to Piwik PRO; quantiles over the last 1024."),
+			Name: proto.String("piwik_upstream_request_duration_seconds"), Help: proto.String(fmt.Sprintf("Duration of requests to Piwik PRO; quantiles over the last %d.", latencyWindow)),
 			Type: dto.MetricType_SUMMARY.Enum(),
 			Metric: []*dto.Metric{{Label: []*dto.LabelPair{mountLabel}, Summary: &dto.Summary{
 				SampleCount: proto.Uint64(r.requests), SampleSum: proto.Float64(r.latencySum.Seconds()), Quantile: quantiles,
 			}}},
 		},
 		{
-			Name: proto.String("piwik_upstream_in_flight_peak"), Help: proto.String("The most token requests that were in flight with one credential at once on this node (the cap is 4)."),
+			Name: proto.String("piwik_upstream_in_flight_peak"), Help: proto.String(inFlightPeakHelp),
 			Type:   dto.MetricType_GAUGE.Enum(),
 			Metric: []*dto.Metric{{Label: []*dto.LabelPair{mountLabel}, Gauge: &dto.Gauge{Value: proto.Float64(float64(r.inFlightPeak))}}},
 		},

@@ -224,15 +224,7 @@ func (b *backend) pathCheckRead(ctx context.Context, req *logical.Request, _ *fr
 	if len(problems) == 0 {
 		return &logical.Response{Data: report}, nil
 	}
-	// A probe that only looks at the status must see the failure: every
-	// failure's own status when they agree, else 502.
-	status := http.StatusBadGateway
-	if len(statuses) == 1 {
-		for s := range statuses {
-			status = s
-		}
-	}
-	return failedCheck(req, status, report, problems)
+	return failedCheck(req, combinedStatus(statuses), report, problems)
 }
 
 // failedCheck answers a check with status and the report. The body has

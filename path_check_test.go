@@ -1,10 +1,7 @@
 package piwik
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -50,30 +47,6 @@ func TestCheck_reportsEachCredentialWithoutTokens(t *testing.T) {
 	if roles["plain"].(map[string]any)["ok"] != true {
 		t.Errorf("a role on the config's credentials failed: %v", roles["plain"])
 	}
-}
-
-// check reads piwik/check and returns its HTTP status and report, from a
-// plain response (200) or the raw one Vault sends for another status.
-func (e *env) check() (int, map[string]any) {
-	e.t.Helper()
-	resp, err := e.do(logical.ReadOperation, "check", nil)
-	if err != nil || resp == nil {
-		e.t.Fatalf("check: err=%v resp=%v", err, resp)
-	}
-	raw, isRaw := resp.Data[logical.HTTPRawBody].(string)
-	if !isRaw {
-		if resp.IsError() {
-			e.t.Fatalf("check: %v", resp.Error())
-		}
-		return http.StatusOK, resp.Data
-	}
-	var body struct {
-		Data map[string]any `json:"data"`
-	}
-	if err := json.Unmarshal([]byte(raw), &body); err != nil {
-		e.t.Fatalf("check: raw body is not a Vault response: %v", err)
-	}
-	return resp.Data[logical.HTTPStatusCode].(int), body.Data
 }
 
 // passCheckInterval moves the check memory's clock past checkInterval, so
@@ -182,26 +155,6 @@ func TestCheck_pastTheCallersDeadlineTeachesTheGateNothing(t *testing.T) {
 	}
 }
 
-func TestMetrics_countRequestsAndFailures(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(map[string]any{"max_retries": 1})
-	e.mustDo(logical.CreateOperation, "roles/r", nil)
-	e.piwik.FailNext(1, standin.Fault{Kind: standin.FaultUnavailable})
-	e.mustDo(logical.ReadOperation, "creds/r", nil)
-
-	snap := e.mustDo(logical.ReadOperation, "metrics", nil).Data
-	// The config write's verification, then a 503 and its retry.
-	if snap["upstream_requests"] != uint64(3) || snap["tokens_minted"] != uint64(2) || snap["upstream_failures"] != uint64(1) {
-		t.Errorf("metrics = %v", snap)
-	}
-	if got := snap["failures_by_kind"].(map[string]any)["server_error"]; got != uint64(1) {
-		t.Errorf("failures_by_kind = %v, want one server_error", snap["failures_by_kind"])
-	}
-	if !strings.Contains(e.logs.String(), `Piwik PRO token request: role=r status=503`) {
-		t.Errorf("no debug line for the failed upstream call in:\n%s", e.logs.String())
-	}
-}
-
 // replyHold lets the next token request of a client id reach the
 // stand-in and holds the stand-in's answer until released: a request
 // Piwik PRO answered before something changed, whose reply arrives after.
@@ -232,15 +185,10 @@ func (h *replyHold) option() envOption {
 	return func(s *envSetup) {
 		s.wrap = func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				body, _ := io.ReadAll(r.Body)
-				r.Body = io.NopCloser(bytes.NewReader(body))
-				var req struct {
-					ClientID string `json:"client_id"`
-				}
-				_ = json.Unmarshal(body, &req)
+				clientID := peekClientID(r)
 				h.mu.Lock()
-				hold := h.next[req.ClientID]
-				delete(h.next, req.ClientID)
+				hold := h.next[clientID]
+				delete(h.next, clientID)
 				h.mu.Unlock()
 				if !hold {
 					next.ServeHTTP(w, r)

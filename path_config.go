@@ -2,63 +2,13 @@ package piwik
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	"golang.org/x/net/idna"
 )
-
-const (
-	configStoragePath = "config"
-
-	defaultRequestTimeout = 10 * time.Second
-	maxRequestTimeout     = 5 * time.Minute
-	defaultMaxRetries     = 3
-	maxMaxRetries         = 10
-	maxURLLength          = 2048
-	maxCACertLength       = 1 << 20
-)
-
-// piwikConfig is the mount's connection to Piwik PRO, stored seal-wrapped.
-type piwikConfig struct {
-	URL               string        `json:"url"`
-	ClientID          string        `json:"client_id"`
-	ClientSecret      string        `json:"client_secret"`
-	RequestTimeout    time.Duration `json:"request_timeout"`
-	CACert            string        `json:"ca_cert,omitempty"`
-	VerifyCredentials bool          `json:"verify_credentials"`
-	MaxRetries        int           `json:"max_retries"`
-}
-
-func defaultConfig() *piwikConfig {
-	return &piwikConfig{
-		RequestTimeout:    defaultRequestTimeout,
-		VerifyCredentials: true,
-		MaxRetries:        defaultMaxRetries,
-	}
-}
-
-func (c *piwikConfig) credentials() credentials {
-	return credentials{ClientID: c.ClientID, ClientSecret: c.ClientSecret}
-}
-
-func (c *piwikConfig) clientOptions() clientOptions {
-	return clientOptions{
-		BaseURL:    c.URL,
-		Timeout:    c.RequestTimeout,
-		MaxRetries: c.MaxRetries,
-		CACert:     c.CACert,
-	}
-}
 
 func pathConfig(b *backend) []*framework.Path {
 	return []*framework.Path{{
@@ -66,49 +16,7 @@ func pathConfig(b *backend) []*framework.Path {
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 		},
-		Fields: map[string]*framework.FieldSchema{
-			"url": {
-				Type:        framework.TypeString,
-				Description: `Base URL of the Piwik PRO account, e.g. "https://acme.piwik.pro". A path prefix is allowed. Must be https; http only for loopback hosts.`,
-				DisplayAttrs: &framework.DisplayAttributes{
-					Name: "URL",
-				},
-			},
-			"client_id": {
-				Type:        framework.TypeString,
-				Description: "Client ID of the Piwik PRO API credential. Returned on read: it is an identifier; the secret is what grants access.",
-				DisplayAttrs: &framework.DisplayAttributes{
-					Name: "Client ID",
-				},
-			},
-			"client_secret": {
-				Type:        framework.TypeString,
-				Description: "Client secret of the Piwik PRO API credential. Write-only: never returned. Required again whenever url, ca_cert or client_id changes: the secret is only ever sent to the url it was given for.",
-				DisplayAttrs: &framework.DisplayAttributes{
-					Name:      "Client secret",
-					Sensitive: true,
-				},
-			},
-			"request_timeout": {
-				Type:        framework.TypeDurationSecond,
-				Description: "How long one token request to Piwik PRO may take, retries included. With retries, each attempt gets a share of it (a half with max_retries=1, a third with more), so that one hung attempt leaves time for the next.",
-				Default:     int(defaultRequestTimeout.Seconds()),
-			},
-			"ca_cert": {
-				Type:        framework.TypeString,
-				Description: "PEM bundle of the CAs trusted for the url instead of the system roots, for private deployments.",
-			},
-			"verify_credentials": {
-				Type:        framework.TypeBool,
-				Description: "Mint one token with new credentials before storing them, and refuse the write if that fails.",
-				Default:     true,
-			},
-			"max_retries": {
-				Type:        framework.TypeInt,
-				Description: "How many times a transient upstream failure (no connection, a hung attempt, 429, or 5xx other than 501) is retried. 0 disables retries.",
-				Default:     defaultMaxRetries,
-			},
-		},
+		Fields:         configFields(),
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -162,6 +70,54 @@ func pathConfig(b *backend) []*framework.Path {
 	}}
 }
 
+// configFields is the schema of a config write, shared by the path and
+// screenInput.
+func configFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"url": {
+			Type:        framework.TypeString,
+			Description: `Base URL of the Piwik PRO account, e.g. "https://acme.piwik.pro". A path prefix is allowed. Must be https; http only for loopback hosts.`,
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "URL",
+			},
+		},
+		"client_id": {
+			Type:        framework.TypeString,
+			Description: "Client ID of the Piwik PRO API credential. Returned on read: it is an identifier; the secret is what grants access.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "Client ID",
+			},
+		},
+		"client_secret": {
+			Type:        framework.TypeString,
+			Description: "Client secret of the Piwik PRO API credential. Write-only: never returned. Required again whenever url, ca_cert or client_id changes: the secret is only ever sent to the url it was given for.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Client secret",
+				Sensitive: true,
+			},
+		},
+		"request_timeout": {
+			Type:        framework.TypeDurationSecond,
+			Description: fmt.Sprintf("How long one token request to Piwik PRO may take, retries included. With retries, each attempt gets a share of it (a half with max_retries=1, %s with more), so that one hung attempt leaves time for the next.", fraction(maxTimedAttempts)),
+			Default:     int(defaultRequestTimeout.Seconds()),
+		},
+		"ca_cert": {
+			Type:        framework.TypeString,
+			Description: "PEM bundle of the CAs trusted for the url instead of the system roots, for private deployments.",
+		},
+		"verify_credentials": {
+			Type:        framework.TypeBool,
+			Description: "Mint one token with new credentials before storing them, and refuse the write if that fails.",
+			Default:     true,
+		},
+		"max_retries": {
+			Type:        framework.TypeInt,
+			Description: "How many times a transient upstream failure (no connection, a hung attempt, 429, or 5xx other than 501) is retried. 0 disables retries.",
+			Default:     defaultMaxRetries,
+		},
+	}
+}
+
 // configResponseFields documents what a config read returns.
 var configResponseFields = map[string]*framework.FieldSchema{
 	"url":                {Type: framework.TypeString, Description: "Base URL of the Piwik PRO account."},
@@ -170,22 +126,6 @@ var configResponseFields = map[string]*framework.FieldSchema{
 	"ca_cert":            {Type: framework.TypeString, Description: "PEM bundle trusted for the url, if set."},
 	"verify_credentials": {Type: framework.TypeBool, Description: "Whether new credentials are checked by minting a token before they are stored."},
 	"max_retries":        {Type: framework.TypeInt, Description: "How often transient upstream failures are retried."},
-}
-
-// verifiedWrite marks op, a write that may call Piwik PRO before it stores
-// (verify_credentials), to be forwarded from a performance standby or
-// secondary to the active node before it runs. Vault would otherwise
-// forward it only at its storage write, after a first call to Piwik PRO,
-// and run it, and the call, again there.
-func verifiedWrite(op *framework.PathOperation) *framework.PathOperation {
-	op.ForwardPerformanceStandby = true
-	op.ForwardPerformanceSecondary = true
-	return op
-}
-
-// noContent documents an operation that returns nothing on success.
-var noContent = map[int][]framework.Response{
-	http.StatusNoContent: {{Description: "OK"}},
 }
 
 func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
@@ -224,7 +164,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	case err != nil:
 		return nil, err
 	case stored == nil && req.Operation == logical.PatchOperation:
-		return nil, logical.CodedError(http.StatusNotFound, "no config to patch: write piwik/config first")
+		return nil, failureError(&patchError{msg: "no config to patch: write piwik/config first"})
 	}
 
 	cfg := defaultConfig()
@@ -274,201 +214,6 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	b.resetConfig()
 	b.dropTokensAfterWrite(ctx, req.Storage, "")
 	return nil, nil
-}
-
-// sameCredential reports whether c and other send the same credential to
-// the same place: what a cached token's fingerprint is made of. Writes that
-// change anything else (timeouts, retries, verification) keep the tokens.
-func (c *piwikConfig) sameCredential(other *piwikConfig) bool {
-	return c.URL == other.URL && c.CACert == other.CACert &&
-		c.ClientID == other.ClientID && c.ClientSecret == other.ClientSecret
-}
-
-// update applies the fields present in d to c and validates the result.
-// stored is the config before this write, nil on the first write (when
-// every required field must be present).
-func (c *piwikConfig) update(d *framework.FieldData, stored *piwikConfig) error {
-	if raw, ok := d.GetOk("url"); ok {
-		u, err := normalizeURL(raw.(string))
-		if err != nil {
-			return fmt.Errorf("url: %w", err)
-		}
-		c.URL = u
-	}
-	if c.URL == "" {
-		return errors.New("url: required")
-	}
-	if raw, ok := d.GetOk("ca_cert"); ok && raw.(string) != "" {
-		if err := validateCACert(raw.(string)); err != nil {
-			return fmt.Errorf("ca_cert: %w", err)
-		}
-		c.CACert = raw.(string)
-	} else if ok {
-		c.CACert = "" // an empty ca_cert goes back to the system roots
-	}
-
-	id, idSet := d.GetOk("client_id")
-	secret, secretSet := d.GetOk("client_secret")
-	var err error
-	if idSet {
-		if c.ClientID, err = credentialField("client_id", id.(string)); err != nil {
-			return err
-		}
-	}
-	if secretSet {
-		if c.ClientSecret, err = credentialField("client_secret", secret.(string)); err != nil {
-			return err
-		}
-	}
-	if stored == nil && (c.ClientID == "" || c.ClientSecret == "") {
-		return errors.New("client_id and client_secret: both required")
-	}
-	if stored != nil && !secretSet {
-		switch {
-		case c.ClientID != stored.ClientID:
-			return errors.New("client_secret: required when client_id changes")
-		case c.URL != stored.URL || c.CACert != stored.CACert:
-			return errors.New("client_secret: required when url or ca_cert changes: the stored secret is only ever sent to the url it was given for")
-		}
-	}
-
-	if timeout, ok, err := secondsField(d, "request_timeout", maxRequestTimeout); err != nil {
-		return err
-	} else if ok {
-		if timeout <= 0 {
-			return fmt.Errorf("request_timeout: must be between 1s and %s", maxRequestTimeout)
-		}
-		c.RequestTimeout = timeout
-	}
-	if raw, ok := d.GetOk("verify_credentials"); ok {
-		c.VerifyCredentials = raw.(bool)
-	}
-	if raw, ok := d.GetOk("max_retries"); ok {
-		n := raw.(int)
-		if n < 0 || n > maxMaxRetries {
-			return fmt.Errorf("max_retries: must be between 0 and %d", maxMaxRetries)
-		}
-		c.MaxRetries = n
-	}
-	return nil
-}
-
-// normalizeURL checks a Piwik PRO base URL and returns it without trailing
-// slashes. Plain http is refused except for loopback hosts, where it lets a
-// local stand-in be used.
-func normalizeURL(raw string) (string, error) {
-	if raw == "" {
-		return "", errors.New("required")
-	}
-	if len(raw) > maxURLLength {
-		return "", fmt.Errorf("longer than %d characters", maxURLLength)
-	}
-	if strings.ContainsFunc(raw, isControl) {
-		return "", errors.New("contains control characters")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", errors.New("not a valid URL")
-	}
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return "", fmt.Errorf("scheme must be https, got %q", u.Scheme)
-	case u.Host == "" || u.Hostname() == "":
-		return "", errors.New("no host")
-	case u.User != nil:
-		return "", errors.New("must not carry user information; use client_id and client_secret")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return "", errors.New("must not have a query or fragment")
-	case u.RawPath != "":
-		// An escape such as %2F that decoding would change: the path
-		// would be stored in one form and sent in another.
-		return "", errors.New("path must not hold escaped characters such as %2F")
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return "", errors.New("must use https (plain http is allowed only for loopback hosts)")
-	}
-	host, err := asciiHost(u.Hostname())
-	if err != nil {
-		return "", err
-	}
-	if port := u.Port(); port != "" {
-		host = net.JoinHostPort(host, port)
-	} else if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	u.Scheme = strings.ToLower(u.Scheme)
-	u.Host = host
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = ""
-	return u.String(), nil
-}
-
-// asciiHost returns host as it is dialled and stored: an IP literal, or a
-// lower-case ASCII DNS name, with an internationalized name converted to
-// its punycode form, so that what is stored, shown and dialled are one.
-func asciiHost(host string) (string, error) {
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.String(), nil
-	}
-	ascii, err := idna.Lookup.ToASCII(host)
-	if err != nil {
-		return "", errors.New("host is not a valid DNS name")
-	}
-	ascii = strings.ToLower(ascii)
-	if strings.ContainsFunc(ascii, func(r rune) bool {
-		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '.')
-	}) {
-		return "", errors.New("host is not a valid DNS name")
-	}
-	return ascii, nil
-}
-
-// isLoopback reports whether host is localhost or a loopback address.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// validateCACert checks that pemData holds only parseable certificates.
-func validateCACert(pemData string) error {
-	if len(pemData) > maxCACertLength {
-		return fmt.Errorf("larger than %d KiB", maxCACertLength>>10)
-	}
-	rest := []byte(pemData)
-	count := 0
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return fmt.Errorf("PEM block %d is a %q, want CERTIFICATE", count+1, block.Type)
-		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return fmt.Errorf("certificate %d does not parse: %w", count+1, err)
-		}
-		count++
-	}
-	if count == 0 || strings.TrimSpace(string(rest)) != "" {
-		return errors.New("not a PEM bundle of certificates")
-	}
-	return nil
-}
-
-// getConfig reads the config from storage; nil when never written.
-func getConfig(ctx context.Context, s logical.Storage) (*piwikConfig, error) {
-	entry, err := s.Get(ctx, configStoragePath)
-	if err != nil || entry == nil {
-		return nil, err
-	}
-	cfg := defaultConfig()
-	if err := decodeEntry(entry, cfg); err != nil {
-		return nil, err
-	}
-	return cfg, nil
 }
 
 const pathConfigHelpSyn = `Configure the Piwik PRO account and API credentials.`

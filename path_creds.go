@@ -80,7 +80,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	ttl, capWarnings := leaseTTL(tok, b.now(), role.TTL, mountMax)
 	warnings = append(warnings, capWarnings...)
 	if ttl < time.Second {
-		return nil, logical.CodedError(http.StatusBadGateway, "the token Piwik PRO issued expires in less than a second; check the clocks of Vault and Piwik PRO")
+		return nil, failureError(errTokenTooShort)
 	}
 
 	if role.Unleased {
@@ -164,7 +164,7 @@ func credsData(tok *token) map[string]any {
 
 const pathCredsHelpSyn = `Get a Piwik PRO access token for a role.`
 
-const pathCredsHelpDesc = `
+var pathCredsHelpDesc = fmt.Sprintf(`
 Asks Piwik PRO for an access token with the role's credentials (or the
 config's) and returns it as a lease that ends when the token expires, or
 earlier when the role's ttl or the mount's max lease TTL is shorter. The
@@ -178,10 +178,10 @@ leased=false returns the token and its remaining ttl without a lease.
 A role with token_reuse keeps serving its cached token, with a warning,
 while Piwik PRO cannot issue a new one for a reason that may pass (it is
 unreachable, times out, fails with 5xx or rate limits) and the token has at
-least 30 seconds (or a quarter of its lifetime, if shorter) left. Never
+least %d seconds (or %s of its lifetime, if shorter) left. Never
 when Piwik PRO rejects the credential.
 
 Example:
 
   $ vault read piwik/creds/reporting
-`
+`, int(staleFloorMax/time.Second), fraction(staleFloorFraction))

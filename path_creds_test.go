@@ -2,9 +2,13 @@ package piwik
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,15 +223,6 @@ func TestCreds_revokeAlwaysSucceeds(t *testing.T) {
 	}
 }
 
-func containsWarning(resp *logical.Response, part string) bool {
-	for _, w := range resp.Warnings {
-		if strings.Contains(w, part) {
-			return true
-		}
-	}
-	return false
-}
-
 func TestCreds_unleasedRoleReturnsTokenWithoutLease(t *testing.T) {
 	e := newEnvWithRole(t, "shared", map[string]any{"leased": false, "token_reuse": true, "ttl": "10m"})
 	role := e.mustDo(logical.ReadOperation, "roles/shared", nil)
@@ -270,5 +265,76 @@ func TestCreds_leasedDefaultsToTrue(t *testing.T) {
 	}
 	if resp := e.mustDo(logical.ReadOperation, "creds/r", nil); resp.Secret == nil || resp.Data["ttl"] != nil {
 		t.Errorf("default role: want a lease and no ttl field, got secret=%v ttl=%v", resp.Secret, resp.Data["ttl"])
+	}
+}
+
+// A redirect from Piwik PRO is a 502 naming it, and its target receives
+// nothing.
+func TestCreds_redirectThroughTheEngineIsA502(t *testing.T) {
+	collector, hits := countingServer(t)
+	e := newEnvWithRole(t, "r", nil)
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultRedirect, Status: 307, Location: collector.URL + "/auth/token"})
+	status, msg := statusOf(e.do(logical.ReadOperation, "creds/r", nil))
+	if status != http.StatusBadGateway || !strings.Contains(msg, "redirect") {
+		t.Errorf("creds = %d %q, want 502 naming the redirect", status, msg)
+	}
+	if hits.Load() != 0 {
+		t.Errorf("the redirect target received %d requests", hits.Load())
+	}
+}
+
+// Through the engine too, a token whose exp is a minute away gets a lease of
+// at most a minute, whatever its expires_in says.
+func TestCreds_leaseFollowsExpThroughTheEngine(t *testing.T) {
+	var exp atomic.Int64
+	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		tok := jwtWith(base64.RawURLEncoding, `{"typ":"JWT","alg":"HS256"}`, fmt.Sprintf(`{"sub":"u","exp":%d}`, exp.Load()))
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, reply("Bearer", 1800, tok))
+	}, nil)
+	exp.Store(time.Now().Unix() + 60)
+	resp := e.mustDo(logical.ReadOperation, "creds/r", nil)
+	t.Logf("lease ttl %s, expires_at %v, token exp in 60s", resp.Secret.TTL, resp.Data["expires_at"])
+	if resp.Secret.TTL > time.Minute {
+		t.Errorf("lease %s for a token whose exp is in 60s", resp.Secret.TTL)
+	}
+}
+
+func TestLeaseTTL_isTruncatedNeverRoundedUp(t *testing.T) {
+	tok := &token{ExpiresIn: time.Minute, Lifetime: time.Minute, ExpiresAt: testNow.Add(1600 * time.Millisecond)}
+	if ttl, _ := leaseTTL(tok, testNow, 0, 0); ttl != time.Second {
+		t.Errorf("1.6s left gives a %s lease, want 1s", ttl)
+	}
+	tok.ExpiresAt = testNow.Add(600 * time.Millisecond)
+	if ttl, _ := leaseTTL(tok, testNow, 0, 0); ttl != 0 {
+		t.Errorf("0.6s left gives a %s lease, want 0 (refused by the caller)", ttl)
+	}
+}
+
+func TestLeaseTTL(t *testing.T) {
+	tok := &token{ExpiresIn: 30 * time.Minute, Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(30 * time.Minute)}
+	cases := []struct {
+		name           string
+		roleTTL, max   time.Duration
+		want           time.Duration
+		wantWarnings   int
+		warningContent string
+	}{
+		{"no caps", 0, 0, 30 * time.Minute, 0, ""},
+		{"role ttl", 10 * time.Minute, 0, 10 * time.Minute, 1, "role's ttl"},
+		{"mount max", 0, 5 * time.Minute, 5 * time.Minute, 1, "max lease TTL"},
+		{"both, mount smaller", 10 * time.Minute, 5 * time.Minute, 5 * time.Minute, 2, "max lease TTL"},
+		{"caps above the token", time.Hour, 2 * time.Hour, 30 * time.Minute, 0, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ttl, warnings := leaseTTL(tok, testNow, tc.roleTTL, tc.max)
+			if ttl != tc.want || len(warnings) != tc.wantWarnings {
+				t.Fatalf("ttl = %s, warnings = %v; want %s and %d warnings", ttl, warnings, tc.want, tc.wantWarnings)
+			}
+			if tc.warningContent != "" && !strings.Contains(strings.Join(warnings, " "), tc.warningContent) {
+				t.Errorf("warnings %v lack %q", warnings, tc.warningContent)
+			}
+		})
 	}
 }

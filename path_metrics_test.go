@@ -3,6 +3,7 @@ package piwik
 import (
 	"bytes"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -77,5 +78,25 @@ func TestMetrics_prometheusFormatParsesAndCounts(t *testing.T) {
 	}
 	if status, _ := statusOf(e.do(logical.ReadOperation, "metrics", map[string]any{"format": "xml"})); status != http.StatusBadRequest {
 		t.Errorf("format=xml: %d, want 400", status)
+	}
+}
+
+func TestMetrics_countRequestsAndFailures(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"max_retries": 1})
+	e.mustDo(logical.CreateOperation, "roles/r", nil)
+	e.piwik.FailNext(1, standin.Fault{Kind: standin.FaultUnavailable})
+	e.mustDo(logical.ReadOperation, "creds/r", nil)
+
+	snap := e.mustDo(logical.ReadOperation, "metrics", nil).Data
+	// The config write's verification, then a 503 and its retry.
+	if snap["upstream_requests"] != uint64(3) || snap["tokens_minted"] != uint64(2) || snap["upstream_failures"] != uint64(1) {
+		t.Errorf("metrics = %v", snap)
+	}
+	if got := snap["failures_by_kind"].(map[string]any)["server_error"]; got != uint64(1) {
+		t.Errorf("failures_by_kind = %v, want one server_error", snap["failures_by_kind"])
+	}
+	if !strings.Contains(e.logs.String(), `Piwik PRO token request: role=r status=503`) {
+		t.Errorf("no debug line for the failed upstream call in:\n%s", e.logs.String())
 	}
 }

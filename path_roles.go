@@ -2,7 +2,6 @@ package piwik
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -11,63 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
-
-const (
-	roleStoragePrefix = "roles/"
-	maxRoleNameLength = 128
-)
-
-// piwikRole shapes what a reader of creds/<name> gets. Stored seal-wrapped.
-type piwikRole struct {
-	// TTL caps the lease; 0 means the token's own lifetime.
-	TTL time.Duration `json:"ttl"`
-	// ClientID and ClientSecret, when set, are another Piwik PRO user's API
-	// credential used instead of the config's, so that a role carries only
-	// that user's permissions.
-	ClientID     string `json:"client_id,omitempty"`
-	ClientSecret string `json:"client_secret,omitempty"`
-	// CredentialsURL and CredentialsCA record the config's url and ca_cert
-	// fingerprint when ClientSecret was written: the secret is only ever
-	// sent there.
-	CredentialsURL string `json:"credentials_url,omitempty"`
-	CredentialsCA  string `json:"credentials_ca,omitempty"`
-	// TokenReuse lets readers share one cached token per node while at
-	// least ReuseMinRemaining of its life is left (0: half its lifetime).
-	TokenReuse        bool          `json:"token_reuse"`
-	ReuseMinRemaining time.Duration `json:"reuse_min_remaining"`
-	// Unleased makes creds reads return the token without a lease. It is
-	// stored negated so that roles written before the field existed, and
-	// the zero value, keep the leased default.
-	Unleased bool `json:"unleased,omitempty"`
-}
-
-// hasCredentials reports whether the role uses its own Piwik PRO user.
-func (r *piwikRole) hasCredentials() bool {
-	return r.ClientID != ""
-}
-
-// credentials returns the role's own credentials.
-func (r *piwikRole) credentials() credentials {
-	return credentials{ClientID: r.ClientID, ClientSecret: r.ClientSecret}
-}
-
-// bindingError is a role whose own secret was given for another url (or CA
-// trust) than the config has now. Nothing is sent: the operator must give
-// the secret again for the new url.
-type bindingError struct {
-	role, givenFor, configURL string
-}
-
-func (e *bindingError) Error() string {
-	where := fmt.Sprintf("%s, but piwik/config now points at %s", e.givenFor, e.configURL)
-	if e.givenFor == e.configURL {
-		where = e.givenFor + " with another ca_cert than piwik/config has now"
-	}
-	if e.givenFor == "" {
-		where = "no recorded url"
-	}
-	return fmt.Sprintf("role %q: its client_secret was given for %s; nothing was sent. Write the role's client_secret again (vault write piwik/roles/%s client_secret=...) to use it with the current url", e.role, where, e.role)
-}
 
 func pathRoles(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -100,45 +42,7 @@ func pathRoles(b *backend) []*framework.Path {
 				OperationPrefix: operationPrefix,
 				OperationSuffix: "role",
 			},
-			Fields: map[string]*framework.FieldSchema{
-				"name": {
-					Type:        framework.TypeString,
-					Description: "Name of the role.",
-					Required:    true,
-				},
-				"ttl": {
-					Type:        framework.TypeDurationSecond,
-					Description: "Cap on the lease of tokens read through this role. 0 means the token's own lifetime.",
-				},
-				"client_id": {
-					Type:        framework.TypeString,
-					Description: `Client ID of another Piwik PRO user's API credential, used instead of the config's. A new client_id needs its client_secret; "" goes back to the config's credentials.`,
-					DisplayAttrs: &framework.DisplayAttributes{
-						Name: "Client ID",
-					},
-				},
-				"client_secret": {
-					Type:        framework.TypeString,
-					Description: "Client secret for client_id. Write-only: never returned. Given alone, it rotates the secret of the role's client_id. It is bound to the config's url and ca_cert at the time of the write.",
-					DisplayAttrs: &framework.DisplayAttributes{
-						Name:      "Client secret",
-						Sensitive: true,
-					},
-				},
-				"token_reuse": {
-					Type:        framework.TypeBool,
-					Description: "Let readers share one cached token per Vault node instead of minting one per read.",
-				},
-				"reuse_min_remaining": {
-					Type:        framework.TypeDurationSecond,
-					Description: "With token_reuse, hand out a cached token only while at least this much of its life is left. 0 means half its lifetime.",
-				},
-				"leased": {
-					Type:        framework.TypeBool,
-					Description: "Return each token as a lease (the default). With false, a read returns the token and its remaining ttl without a lease, so Vault stores nothing per read.",
-					Default:     true,
-				},
-			},
+			Fields:         roleFields(),
 			ExistenceCheck: b.roleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
@@ -190,6 +94,50 @@ func pathRoles(b *backend) []*framework.Path {
 	}
 }
 
+// roleFields is the schema of a role write, shared by the path and
+// screenInput.
+func roleFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"name": {
+			Type:        framework.TypeString,
+			Description: "Name of the role.",
+			Required:    true,
+		},
+		"ttl": {
+			Type:        framework.TypeDurationSecond,
+			Description: "Cap on the lease of tokens read through this role. 0 means the token's own lifetime.",
+		},
+		"client_id": {
+			Type:        framework.TypeString,
+			Description: `Client ID of another Piwik PRO user's API credential, used instead of the config's. A new client_id needs its client_secret; "" goes back to the config's credentials.`,
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name: "Client ID",
+			},
+		},
+		"client_secret": {
+			Type:        framework.TypeString,
+			Description: "Client secret for client_id. Write-only: never returned. Given alone, it rotates the secret of the role's client_id. It is bound to the config's url and ca_cert at the time of the write.",
+			DisplayAttrs: &framework.DisplayAttributes{
+				Name:      "Client secret",
+				Sensitive: true,
+			},
+		},
+		"token_reuse": {
+			Type:        framework.TypeBool,
+			Description: "Let readers share one cached token per Vault node instead of minting one per read.",
+		},
+		"reuse_min_remaining": {
+			Type:        framework.TypeDurationSecond,
+			Description: fmt.Sprintf("With token_reuse, hand out a cached token only while at least this much of its life is left. 0 means %s its lifetime.", fraction(defaultReuseFraction)),
+		},
+		"leased": {
+			Type:        framework.TypeBool,
+			Description: "Return each token as a lease (the default). With false, a read returns the token and its remaining ttl without a lease, so Vault stores nothing per read.",
+			Default:     true,
+		},
+	}
+}
+
 // roleResponseFields documents what a role read returns.
 var roleResponseFields = map[string]*framework.FieldSchema{
 	"ttl":                 {Type: framework.TypeInt64, Description: "Cap on the lease in seconds; 0 means the token's own lifetime."},
@@ -197,7 +145,7 @@ var roleResponseFields = map[string]*framework.FieldSchema{
 	"client_id":           {Type: framework.TypeString, Description: "Client ID of the role's own credential; empty when it uses the config's."},
 	"credentials_url":     {Type: framework.TypeString, Description: "The url the role's own client_secret was given for; empty when it uses the config's."},
 	"token_reuse":         {Type: framework.TypeBool, Description: "Whether readers share one cached token per node."},
-	"reuse_min_remaining": {Type: framework.TypeInt64, Description: "Least remaining life, in seconds, of a cached token that is handed out; 0 means half its lifetime."},
+	"reuse_min_remaining": {Type: framework.TypeInt64, Description: fmt.Sprintf("Least remaining life, in seconds, of a cached token that is handed out; 0 means %s its lifetime.", fraction(defaultReuseFraction))},
 	"leased":              {Type: framework.TypeBool, Description: "Whether reads return the token as a lease."},
 }
 
@@ -253,11 +201,11 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	case isCorrupt(err) && req.Operation != logical.PatchOperation:
 		stored = nil // a full write replaces what does not decode
 	case isCorrupt(err):
-		return nil, logical.CodedError(http.StatusConflict, err.Error())
+		return nil, failureError(&patchError{msg: err.Error(), corrupt: true})
 	case err != nil:
 		return nil, err
 	case stored == nil && req.Operation == logical.PatchOperation:
-		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("no role %q to patch", name))
+		return nil, failureError(&patchError{msg: fmt.Sprintf("no role %q to patch", name)})
 	}
 
 	role := &piwikRole{}
@@ -306,71 +254,6 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	return nil, nil
 }
 
-// update applies the fields present in d to r and validates the result. It
-// reports whether a client_secret was given, which then must be verified
-// and bound to the config.
-func (r *piwikRole) update(d *framework.FieldData) (secretGiven bool, err error) {
-	if ttl, ok, err := secondsField(d, "ttl", maxTokenLifetime); err != nil {
-		return false, err
-	} else if ok {
-		r.TTL = ttl
-	}
-	if raw, ok := d.GetOk("token_reuse"); ok {
-		r.TokenReuse = raw.(bool)
-	}
-	if raw, ok := d.GetOk("leased"); ok {
-		r.Unleased = !raw.(bool)
-	}
-	if floor, ok, err := secondsField(d, "reuse_min_remaining", maxTokenLifetime); err != nil {
-		return false, err
-	} else if ok {
-		r.ReuseMinRemaining = floor
-	}
-	return r.updateCredentials(d)
-}
-
-// updateCredentials applies client_id and client_secret:
-//
-//	client_id="" (and no secret)     back to the config's credentials
-//	client_id and client_secret      a new credential
-//	client_secret alone              a new secret for the role's client_id
-//	client_id alone, unchanged       nothing changes
-func (r *piwikRole) updateCredentials(d *framework.FieldData) (secretGiven bool, err error) {
-	rawID, idSet := d.GetOk("client_id")
-	rawSecret, secretSet := d.GetOk("client_secret")
-	id, _ := rawID.(string)
-	secret, _ := rawSecret.(string)
-	if idSet && id != "" {
-		if id, err = credentialField("client_id", id); err != nil {
-			return false, err
-		}
-	}
-	switch {
-	case !idSet && !secretSet:
-		return false, nil
-	case idSet && id == "":
-		if secret != "" {
-			return false, errors.New(`client_secret: not allowed with client_id="" (which goes back to the config's credentials)`)
-		}
-		*r = piwikRole{TTL: r.TTL, TokenReuse: r.TokenReuse, ReuseMinRemaining: r.ReuseMinRemaining, Unleased: r.Unleased}
-		return false, nil
-	case !idSet && !r.hasCredentials():
-		return false, errors.New("client_id: required with client_secret, since the role has no client_id of its own")
-	case idSet && id != r.ClientID && !secretSet:
-		return false, errors.New("client_secret: required when client_id changes")
-	}
-	if idSet {
-		r.ClientID = id
-	}
-	if !secretSet {
-		return false, nil
-	}
-	if r.ClientSecret, err = credentialField("client_secret", secret); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
 // roleBinding is the account a role's new secret was bound to, and when
 // its verification request was sent (zero when the config turned
 // verification off).
@@ -401,75 +284,13 @@ func (b *backend) bindRoleCredentials(ctx context.Context, s logical.Storage, na
 	return bound, nil, nil
 }
 
-// getRole reads a role from storage; nil when it does not exist.
-func getRole(ctx context.Context, s logical.Storage, name string) (*piwikRole, error) {
-	entry, err := s.Get(ctx, roleStoragePrefix+name)
-	if err != nil || entry == nil {
-		return nil, err
-	}
-	role := &piwikRole{}
-	if err := decodeEntry(entry, role); err != nil {
-		return nil, err
-	}
-	return role, nil
-}
-
-// initialize binds the own credentials of roles written before roles
-// recorded the url their secret was given for (v0.1.0) to the config's
-// current url. It runs on the active node when the mount starts; until it
-// has run, such roles fail with the binding error rather than risk sending
-// a secret elsewhere.
-func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
-	if !b.WriteSafeReplicationState() {
-		return nil
-	}
-	b.configLock.RLock()
-	defer b.configLock.RUnlock()
-	acct, err := b.account(ctx, req.Storage)
-	if err != nil || acct == nil {
-		return err
-	}
-	names, err := req.Storage.List(ctx, roleStoragePrefix)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if err := b.bindLegacyRole(ctx, req.Storage, acct, name); err != nil {
-			b.Logger().Warn("could not record the url of a role's credentials; rewrite its client_secret", "role", name, "error", err.Error())
-		}
-	}
-	return nil
-}
-
-// bindLegacyRole records acct's url on one role whose own credentials have
-// none recorded.
-func (b *backend) bindLegacyRole(ctx context.Context, s logical.Storage, acct *account, name string) error {
-	lock := locksutil.LockForKey(b.roleLocks, name)
-	lock.Lock()
-	defer lock.Unlock()
-	role, err := getRole(ctx, s, name)
-	if err != nil || role == nil || !role.hasCredentials() || role.CredentialsURL != "" {
-		return err
-	}
-	role.CredentialsURL, role.CredentialsCA = acct.config.URL, acct.caSum
-	entry, err := logical.StorageEntryJSON(roleStoragePrefix+name, role)
-	if err != nil {
-		return err
-	}
-	if err := s.Put(ctx, entry); err != nil {
-		return err
-	}
-	b.resetRole(name)
-	return nil
-}
-
 const pathRoleListHelpSyn = `List the roles.`
 
 const pathRoleListHelpDesc = `Lists the names of the roles tokens can be read through (creds/<name>).`
 
 const pathRoleHelpSyn = `Manage the roles tokens are read through.`
 
-const pathRoleHelpDesc = `
+var pathRoleHelpDesc = fmt.Sprintf(`
 A role shapes the token a reader of creds/<name> gets:
 
   ttl                  caps the lease (0: the token's own lifetime)
@@ -483,7 +304,7 @@ A role shapes the token a reader of creds/<name> gets:
                        config's credentials.
   token_reuse          readers share one cached token per node
   reuse_min_remaining  a cached token is handed out only while this much of
-                       its life is left (0: half of it)
+                       its life is left (0: %s of it)
   leased               true (default): each read is a lease; false: the token
                        and its remaining ttl without a lease, for many readers
                        on raft storage, where every lease is a storage write
@@ -491,4 +312,4 @@ A role shapes the token a reader of creds/<name> gets:
 Example:
 
   $ vault write piwik/roles/reporting ttl=10m
-`
+`, fraction(defaultReuseFraction))

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -110,5 +111,29 @@ func TestRoles_secretFromAFileWithATrailingNewline(t *testing.T) {
 		}
 		// client_id given again from the same file is no change.
 		e.mustDo(logical.PatchOperation, "roles/own", map[string]any{"client_id": roleClientID + newline})
+	}
+}
+
+func TestRoles_concurrentWritesLoseNothing(t *testing.T) {
+	e := newEnvWithRole(t, "r", nil)
+	var wg sync.WaitGroup
+	for i, data := range []map[string]any{
+		{"ttl": "5m"},
+		{"client_id": roleClientID, "client_secret": roleClientSecret},
+		{"token_reuse": true},
+		{"leased": false},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := e.do(logical.PatchOperation, "roles/r", data); err != nil || resp.IsError() {
+				t.Errorf("patch %d: %v %v", i, err, errorText(resp))
+			}
+		}()
+	}
+	wg.Wait()
+	role := e.mustDo(logical.ReadOperation, "roles/r", nil).Data
+	if role["ttl"] != int64(300) || role["client_id"] != roleClientID || role["token_reuse"] != true || role["leased"] != false {
+		t.Errorf("role after four concurrent patches = %v; a change was lost", role)
 	}
 }

@@ -51,16 +51,7 @@ func TestTokens_listReadAndPurge(t *testing.T) {
 }
 
 func TestTokens_purgeVoidsAMintInFlight(t *testing.T) {
-	h := newHold()
-	e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true}, withHold(h))
-	h.hold(testClientID)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
-		e.noteTokens(resp)
-	}()
-	waitUntil(t, "the mint is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	e, h, done := newEnvWithHeldMint(t)
 	e.mustDo(logical.DeleteOperation, "tokens/r", nil)
 	h.release(testClientID)
 	<-done

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
-	"mime"
 	"net/url"
 	"regexp"
 	"slices"
@@ -193,18 +192,6 @@ func unquoted(q string) string {
 	return q
 }
 
-// describeBody summarises a reply body for an error message: a short,
-// printable excerpt of JSON or text, and never the markup of an HTML page.
-func (r redactor) describeBody(contentType string, body []byte) string {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return "empty body"
-	}
-	if looksLikeHTML(contentType, body) {
-		return fmt.Sprintf("an HTML page (%d bytes), not JSON", len(body))
-	}
-	return fmt.Sprintf("body %q", r.text(string(body)))
-}
-
 // decodings returns s decoded by each decoder the secret could hide behind
 // (JSON/Go backslash escapes, percent-encoding, HTML entities), and by each
 // pair of them, for nested encodings, plus what its base64 and hex runs
@@ -293,12 +280,13 @@ func unescapeBackslashes(s string) string {
 			b.WriteRune(r)
 			i += width - 1
 		case 'x':
-			if v, err := strconv.ParseUint(safeSlice(s, i+2, i+4), 16, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
+			v, ok := hexByte(s, i+2)
+			if !ok {
+				b.WriteByte(s[i])
 				continue
 			}
-			b.WriteByte(s[i])
+			b.WriteByte(v)
+			i += 3
 		default:
 			b.WriteByte(s[i])
 		}
@@ -332,21 +320,26 @@ func unescapePercent(s string, plusIsSpace bool) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
-		case s[i] == '+' && plusIsSpace:
-			b.WriteByte(' ')
-		case s[i] == '%':
-			if v, err := strconv.ParseUint(safeSlice(s, i+1, i+3), 16, 8); err == nil {
-				b.WriteByte(byte(v))
+		case c == '+' && plusIsSpace:
+			c = ' '
+		case c == '%':
+			if v, ok := hexByte(s, i+1); ok {
+				c = v
 				i += 2
-				continue
 			}
-			b.WriteByte(s[i])
-		default:
-			b.WriteByte(s[i])
 		}
+		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// hexByte decodes the two hex digits (either case) at s[from:], false when
+// there are none.
+func hexByte(s string, from int) (byte, bool) {
+	v, err := strconv.ParseUint(safeSlice(s, from, from+2), 16, 8)
+	return byte(v), err == nil
 }
 
 // safeSlice is s[from:to], or "" when that is out of range.
@@ -355,18 +348,4 @@ func safeSlice(s string, from, to int) string {
 		return ""
 	}
 	return s[from:to]
-}
-
-// looksLikeHTML reports whether a reply is an HTML page, by its declared
-// type or by its first byte.
-func looksLikeHTML(contentType string, body []byte) bool {
-	mediaType, _, _ := mime.ParseMediaType(contentType)
-	if mediaType == "text/html" || mediaType == "application/xhtml+xml" {
-		return true
-	}
-	return bytes.HasPrefix(bytes.TrimSpace(body), []byte("<"))
-}
-
-func isControl(r rune) bool {
-	return r < 0x20 || r == 0x7f
 }

@@ -16,14 +16,6 @@ func (e *env) tick() {
 	}
 }
 
-// settle waits until no background refresh is under way.
-func (e *env) settle(roles ...string) {
-	e.t.Helper()
-	for _, role := range roles {
-		waitUntil(e.t.(*testing.T), "the background refresh of "+role+" ends", func() bool { return !e.b.refreshing.has(role) })
-	}
-}
-
 func TestPeriodic_refreshesOnlyRolesReadWithinTheirTokenLife(t *testing.T) {
 	clock := newTestClock()
 	e := newEnv(t, withClock(clock))

@@ -18,9 +18,17 @@ const (
 	// the next, so that no reader waits on Piwik PRO at a rollover.
 	refreshFraction = 10
 
+	// defaultReuseFraction sets when a role with reuse_min_remaining 0
+	// stops handing out a token: when less than 1/defaultReuseFraction of
+	// its life is left.
+	defaultReuseFraction = 2
+
 	// staleFloorMax is the most life a cached token must have left to be
-	// served while a new one cannot be had (see staleFloor).
-	staleFloorMax = 30 * time.Second
+	// served while a new one cannot be had, and staleFloorFraction the
+	// share of its lifetime that is the floor instead when that is shorter
+	// (see staleFloor).
+	staleFloorMax      = 30 * time.Second
+	staleFloorFraction = 4
 
 	// periodicInterval is how often Vault calls the periodic function (its
 	// rollback manager's period), which refreshes the tokens of roles that
@@ -31,8 +39,8 @@ const (
 // reusePolicy is when one role hands out, refreshes and serves stale its
 // cached token.
 type reusePolicy struct {
-	// minRemaining is the role's reuse_min_remaining (0: half the token's
-	// lifetime).
+	// minRemaining is the role's reuse_min_remaining (0: the token's
+	// lifetime over defaultReuseFraction).
 	minRemaining time.Duration
 	// requestTimeout is the config's: the least refresh window.
 	requestTimeout time.Duration
@@ -47,7 +55,7 @@ func (b *backend) reusePolicy(role *piwikRole, acct *account) reusePolicy {
 func (p reusePolicy) reusePoint(tok *token) time.Time {
 	floor := p.minRemaining
 	if floor <= 0 {
-		floor = tok.Lifetime / 2
+		floor = tok.Lifetime / defaultReuseFraction
 	}
 	return tok.ExpiresAt.Add(-floor)
 }
@@ -81,11 +89,11 @@ func (p reusePolicy) lastsUntilNextPeriodic(tok *token, now time.Time) bool {
 }
 
 // staleFloor is the least life a cached token must have left to be served
-// while a new one cannot be had: staleFloorMax, or a quarter of its
-// lifetime when that is shorter (test-sized tokens), so that a reader
+// while a new one cannot be had: staleFloorMax, or 1/staleFloorFraction of
+// its lifetime when that is shorter (test-sized tokens), so that a reader
 // always gets time to use it.
 func staleFloor(tok *token) time.Duration {
-	return max(min(staleFloorMax, tok.Lifetime/4), time.Second)
+	return max(min(staleFloorMax, tok.Lifetime/staleFloorFraction), time.Second)
 }
 
 // servableStale reports whether tok may be served at now when Piwik PRO

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,35 +12,6 @@ import (
 
 	"github.com/piwik-vault/vault-plugin-secrets-piwik/internal/standin"
 )
-
-// readCreds reads creds/<role> from many goroutines at once and returns
-// the tokens handed out.
-func (e *env) readCreds(role string, readers int) []*logical.Response {
-	e.t.Helper()
-	resps := make([]*logical.Response, readers)
-	var failed atomic.Int64
-	var wg sync.WaitGroup
-	for i := range readers {
-		wg.Go(func() {
-			resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
-				Operation: logical.ReadOperation, Path: "creds/" + role, Storage: e.storage,
-			})
-			if err != nil || resp.IsError() {
-				failed.Add(1)
-				return
-			}
-			resps[i] = resp
-		})
-	}
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		e.t.Fatalf("%d of %d reads failed", n, readers)
-	}
-	for _, resp := range resps {
-		e.noteTokens(resp)
-	}
-	return resps
-}
 
 func TestReuse_coldCacheMintsOnceForAThousandReaders(t *testing.T) {
 	e := newEnvWithRole(t, "shared", map[string]any{"token_reuse": true})
@@ -125,50 +95,6 @@ func TestReuse_rejectedRoleDuringAnotherRolesMintCostsThatRoleNothing(t *testing
 	e.mustDo(logical.ReadOperation, "creds/g", nil)
 	if got := e.piwik.TokenRequests() - before; got != 0 {
 		t.Errorf("the next read of g made %d token requests, want 0: another role's rejection voided g's mint", got)
-	}
-}
-
-func TestStale_neverForACredentialRejectedOnAnotherRole(t *testing.T) {
-	e := newEnv(t)
-	// Every read asks Piwik PRO (a 10-minute token never has 600s left),
-	// and falls back on the cached token when it cannot have a new one.
-	e.piwik.SetLifetime(10 * time.Minute)
-	e.writeConfig(map[string]any{"max_retries": 0})
-	own := map[string]any{"token_reuse": true, "reuse_min_remaining": 600, "client_id": roleClientID, "client_secret": roleClientSecret}
-	e.mustDo(logical.CreateOperation, "roles/a", own)
-	e.mustDo(logical.CreateOperation, "roles/b", own)
-	e.mustDo(logical.ReadOperation, "creds/a", nil)
-	e.mustDo(logical.ReadOperation, "creds/b", nil)
-	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
-	if resp := e.mustDo(logical.ReadOperation, "creds/b", nil); len(resp.Warnings) == 0 {
-		t.Fatal("no stale serve during an outage before the rejection: the test proves nothing")
-	}
-
-	// The credential is deleted in Piwik PRO; a read of a meets it. b no
-	// longer serves its cached token during the next outage.
-	e.piwik.SetFault(standin.Fault{})
-	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
-	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/a", nil)); status != http.StatusBadGateway {
-		t.Fatalf("read of a after the deletion: %d, want 502", status)
-	}
-	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
-	resp, err := e.do(logical.ReadOperation, "creds/b", nil)
-	if status, msg := statusOf(resp, err); status == http.StatusOK {
-		t.Errorf("b was served its cached token of the rejected credential during an outage (warnings %v)", resp.Warnings)
-	} else if !strings.Contains(msg, "503") {
-		t.Errorf("b during the outage: %d %s, want the outage's 502", status, msg)
-	}
-}
-
-// waitUntil polls cond until it holds, failing the test after 10 seconds.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -331,6 +257,219 @@ func TestReuse_writesKeepTheTokenUnlessWhatIdentifiesTheCredentialChanges(t *tes
 			}
 			if got := e.piwik.TokenRequests() - before; !tc.drops && got != 0 {
 				t.Errorf("%d token requests after a write that changed nothing of the credential, want 0", got)
+			}
+		})
+	}
+}
+
+func TestReuse_neverServesATokenOfReplacedCredentials(t *testing.T) {
+	e := newEnvWithRole(t, "shared", map[string]any{"token_reuse": true, "client_id": testClientID, "client_secret": testClientSecret})
+	paused := &pausingStorage{Storage: e.storage}
+	e.storage = paused
+
+	// A reader reads the role (admin credentials) from storage and stalls
+	// there.
+	e.b.resetRole("shared")
+	paused.arm("roles/shared")
+	done := make(chan *logical.Response)
+	go func() {
+		resp, _ := e.do(logical.ReadOperation, "creds/shared", nil)
+		done <- resp
+	}()
+	<-paused.reached
+	// Meanwhile the role moves to the read-only user.
+	e.mustDo(logical.UpdateOperation, "roles/shared", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
+	close(paused.release)
+	<-done // it raced the write: either identity is fine for it
+
+	for i := range 3 {
+		if sub := e.mustDo(logical.ReadOperation, "creds/shared", nil).Data["sub"]; sub != "7d3a2b10-reporting" {
+			t.Fatalf("read %d after the write acts for %v, want the new credentials' user", i, sub)
+		}
+	}
+}
+
+func TestReuse_underLoadFollowsEveryCredentialSwitch(t *testing.T) {
+	e := newEnvWithRole(t, "shared", map[string]any{"token_reuse": true, "client_id": testClientID, "client_secret": testClientSecret})
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				_, _ = e.do(logical.ReadOperation, "creds/shared", nil)
+			}
+		}()
+	}
+	identities := []struct{ id, secret, sub string }{
+		{roleClientID, roleClientSecret, "7d3a2b10-reporting"},
+		{testClientID, testClientSecret, "0f9b8e1c-admin"},
+	}
+	for i := range 20 {
+		want := identities[i%2]
+		e.mustDo(logical.UpdateOperation, "roles/shared", map[string]any{"client_id": want.id, "client_secret": want.secret})
+		if sub := e.mustDo(logical.ReadOperation, "creds/shared", nil).Data["sub"]; sub != want.sub {
+			t.Errorf("switch %d: the next read acts for %v, want %s", i, sub, want.sub)
+		}
+	}
+	stop()
+	wg.Wait()
+}
+
+// A token_reuse reader whose own deadline ends while it waits for the shared
+// mint gets the 504 a mint-per-read reader gets.
+func TestReuse_readerOutOfTimeGetsA504(t *testing.T) {
+	release := make(chan struct{})
+	e := hostileEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}, nil)
+	t.Cleanup(func() { close(release) })
+	e.mustDo(logical.CreateOperation, "roles/reuse", map[string]any{"token_reuse": true})
+	for _, role := range []string{"r", "reuse"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		resp, err := e.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/" + role, Storage: e.storage})
+		cancel()
+		code, msg := statusOf(resp, err)
+		t.Logf("creds/%s with the reader's deadline passing: %d %s", role, code, msg)
+		if code != http.StatusGatewayTimeout {
+			t.Errorf("creds/%s: %d, want 504 like any other timeout", role, code)
+		}
+	}
+}
+
+func TestStale_reuseRoleServesItsTokenThroughAnOutage(t *testing.T) {
+	for _, fault := range []standin.FaultKind{standin.FaultUnavailable, standin.FaultServerError, standin.FaultCloseConnection, standin.FaultRateLimit} {
+		t.Run(string(fault), func(t *testing.T) {
+			e := newEnv(t)
+			e.piwik.SetLifetime(10 * time.Minute)
+			e.writeConfig(map[string]any{"max_retries": 0})
+			// Every read wants a fresh token (under 600s left, always): each one
+			// tries a refresh.
+			e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true, "reuse_min_remaining": "600"})
+			first := e.mustDo(logical.ReadOperation, "creds/shared", nil)
+			e.piwik.SetFault(standin.Fault{Kind: fault, RetryAfter: 60})
+
+			for i := range 5 {
+				resp := e.mustDo(logical.ReadOperation, "creds/shared", nil)
+				if resp.Data["access_token"] != first.Data["access_token"] {
+					t.Fatalf("read %d during the outage got another token", i)
+				}
+				if !containsWarning(resp, "serving the cached token") {
+					t.Errorf("read %d: no warning that names the failure and the expiry: %v", i, resp.Warnings)
+				}
+				if resp.Secret.TTL <= 0 || resp.Secret.TTL > 10*time.Minute {
+					t.Errorf("read %d: lease %s, want the token's remaining life", i, resp.Secret.TTL)
+				}
+			}
+			if snap := e.mustDo(logical.ReadOperation, "metrics", nil).Data; snap["stale_serves"] != uint64(5) {
+				t.Errorf("stale_serves = %v, want 5", snap["stale_serves"])
+			}
+		})
+	}
+}
+
+func TestStale_notBelowTheFloor(t *testing.T) {
+	tok := &token{AccessToken: "a.b.c", Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(31 * time.Second)}
+	if !servableStale(tok, testNow) {
+		t.Errorf("31s left of a 30m token: not served, want served (floor 30s)")
+	}
+	if servableStale(tok, testNow.Add(2*time.Second)) {
+		t.Errorf("29s left of a 30m token: served, want refused (floor 30s)")
+	}
+	short := &token{AccessToken: "a.b.c", Lifetime: 20 * time.Second, ExpiresAt: testNow.Add(9 * time.Second)}
+	if !servableStale(short, testNow) {
+		t.Errorf("9s left of a 20s token: not served, want served (floor a quarter: 5s)")
+	}
+}
+
+func TestStale_neverForRejectedCredentialsOrMintRoles(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"max_retries": 0})
+	e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true, "reuse_min_remaining": "1800",
+		"client_id": roleClientID, "client_secret": roleClientSecret})
+	e.mustDo(logical.CreateOperation, "roles/mint", nil)
+	e.mustDo(logical.ReadOperation, "creds/shared", nil)
+
+	// The credential is deleted in Piwik PRO: no more tokens, cached or not.
+	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
+	for i := range 2 {
+		if status, msg := statusOf(e.do(logical.ReadOperation, "creds/shared", nil)); status != http.StatusBadGateway || !strings.Contains(msg, "invalid_client") {
+			t.Errorf("read %d after the credential was deleted: %d %q, want the rejection", i, status, msg)
+		}
+	}
+	// A mint-per-read role has no token to fall back on.
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/mint", nil)); status != http.StatusBadGateway {
+		t.Errorf("mint role during an outage: %d, want 502", status)
+	}
+}
+
+func TestStale_neverForACredentialRejectedOnAnotherRole(t *testing.T) {
+	e := newEnv(t)
+	// Every read asks Piwik PRO (a 10-minute token never has 600s left),
+	// and falls back on the cached token when it cannot have a new one.
+	e.piwik.SetLifetime(10 * time.Minute)
+	e.writeConfig(map[string]any{"max_retries": 0})
+	own := map[string]any{"token_reuse": true, "reuse_min_remaining": 600, "client_id": roleClientID, "client_secret": roleClientSecret}
+	e.mustDo(logical.CreateOperation, "roles/a", own)
+	e.mustDo(logical.CreateOperation, "roles/b", own)
+	e.mustDo(logical.ReadOperation, "creds/a", nil)
+	e.mustDo(logical.ReadOperation, "creds/b", nil)
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
+	if resp := e.mustDo(logical.ReadOperation, "creds/b", nil); len(resp.Warnings) == 0 {
+		t.Fatal("no stale serve during an outage before the rejection: the test proves nothing")
+	}
+
+	// The credential is deleted in Piwik PRO; a read of a meets it. b no
+	// longer serves its cached token during the next outage.
+	e.piwik.SetFault(standin.Fault{})
+	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
+	if status, _ := statusOf(e.do(logical.ReadOperation, "creds/a", nil)); status != http.StatusBadGateway {
+		t.Fatalf("read of a after the deletion: %d, want 502", status)
+	}
+	e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
+	resp, err := e.do(logical.ReadOperation, "creds/b", nil)
+	if status, msg := statusOf(resp, err); status == http.StatusOK {
+		t.Errorf("b was served its cached token of the rejected credential during an outage (warnings %v)", resp.Warnings)
+	} else if !strings.Contains(msg, "503") {
+		t.Errorf("b during the outage: %d %s, want the outage's 502", status, msg)
+	}
+}
+
+// A write of the role or the config that changes nothing a cached token
+// depends on (the role's ttl, the config's max_retries) keeps the token, so
+// that its readers are still served through an outage.
+func TestStale_unrelatedWritesKeepTheCachedTokenThroughAnOutage(t *testing.T) {
+	for _, write := range []struct {
+		name string
+		path string
+		data map[string]any
+	}{
+		{"role ttl", "roles/shared", map[string]any{"ttl": 300}},
+		{"config max_retries", "config", map[string]any{"max_retries": 1, "verify_credentials": false}},
+	} {
+		t.Run(write.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.piwik.SetLifetime(10 * time.Minute)
+			e.writeConfig(map[string]any{"max_retries": 0})
+			e.mustDo(logical.CreateOperation, "roles/shared", map[string]any{"token_reuse": true, "reuse_min_remaining": "600"})
+			first := e.mustDo(logical.ReadOperation, "creds/shared", nil)
+			e.piwik.SetFault(standin.Fault{Kind: standin.FaultUnavailable})
+			if resp := e.mustDo(logical.ReadOperation, "creds/shared", nil); resp.Data["access_token"] != first.Data["access_token"] {
+				t.Fatalf("no stale serve before the write")
+			}
+
+			e.mustDo(logical.UpdateOperation, write.path, write.data)
+			resp, err := e.do(logical.ReadOperation, "creds/shared", nil)
+			status, msg := statusOf(resp, err)
+			t.Logf("read after the %s write, Piwik PRO still down: %d %s", write.name, status, msg)
+			if status != http.StatusOK || resp.Data["access_token"] != first.Data["access_token"] {
+				t.Errorf("the %s write dropped a cached token of unchanged credentials: readers now get %d instead of the still-valid token", write.name, status)
 			}
 		})
 	}

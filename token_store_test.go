@@ -2,7 +2,6 @@ package piwik
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -76,18 +75,6 @@ func (s *watchedStorage) setReadOnly(readOnly bool) {
 // asPerformanceStandby makes the backend's node a performance standby.
 func asPerformanceStandby() envOption {
 	return func(s *envSetup) { s.sys.ReplicationStateVal = consts.ReplicationPerformanceStandby }
-}
-
-// putStoredToken writes tokens/<role> as raw JSON.
-func putStoredToken(t *testing.T, s logical.Storage, role string, value any) {
-	t.Helper()
-	raw, err := json.Marshal(value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(context.Background(), &logical.StorageEntry{Key: tokenStoragePrefix + role, Value: raw}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestTokenStore_aRestartLoadsTheStoredTokenOnTheFirstRead(t *testing.T) {
@@ -312,63 +299,6 @@ func TestTokenStore_aRejectionDeletesTheStoredTokensOfTheCredential(t *testing.T
 	})
 }
 
-// stallingStorage stalls the next Get, Put or List of a chosen key until
-// the test releases it, and tells the test when it is paused. A paused Get
-// or List has already read storage, as a read that raced a write would
-// have.
-type stallingStorage struct {
-	logical.Storage
-	mu     sync.Mutex
-	pauses map[string]*storagePause // by "get "+key or "put "+key
-}
-
-// storagePause is one paused call: reached closes when the call is paused,
-// release lets it go on.
-type storagePause struct {
-	reached, release chan struct{}
-}
-
-func newStallingStorage() *stallingStorage {
-	return &stallingStorage{Storage: &logical.InmemStorage{}, pauses: make(map[string]*storagePause)}
-}
-
-// pauseNext pauses the next call op ("get", "put" or "list") of key.
-func (s *stallingStorage) pauseNext(op, key string) *storagePause {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := &storagePause{reached: make(chan struct{}), release: make(chan struct{})}
-	s.pauses[op+" "+key] = p
-	return p
-}
-
-func (s *stallingStorage) wait(op, key string) {
-	s.mu.Lock()
-	p := s.pauses[op+" "+key]
-	delete(s.pauses, op+" "+key)
-	s.mu.Unlock()
-	if p != nil {
-		close(p.reached)
-		<-p.release
-	}
-}
-
-func (s *stallingStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
-	entry, err := s.Storage.Get(ctx, key)
-	s.wait("get", key)
-	return entry, err
-}
-
-func (s *stallingStorage) Put(ctx context.Context, entry *logical.StorageEntry) error {
-	s.wait("put", entry.Key)
-	return s.Storage.Put(ctx, entry)
-}
-
-func (s *stallingStorage) List(ctx context.Context, prefix string) ([]string, error) {
-	keys, err := s.Storage.List(ctx, prefix)
-	s.wait("list", prefix)
-	return keys, err
-}
-
 // fingerprintNow is the fingerprint role resolves to now ("" for none).
 func (e *env) fingerprintNow(role string) string {
 	e.t.Helper()
@@ -400,19 +330,10 @@ func (e *env) assertStoresOnlyCurrentCredential(role string) {
 }
 
 func TestTokenStore_aMintOfTheOldCredentialInFlightDuringARotationIsNeverStored(t *testing.T) {
-	h := newHold()
-	e := newEnvWithRole(t, "r", map[string]any{"token_reuse": true}, withHold(h))
 	// The role's first token is being minted, slowly, when the config's
 	// credential is replaced (verified with the new client id, which
 	// Piwik PRO answers at once).
-	h.hold(testClientID)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
-		e.noteTokens(resp)
-	}()
-	waitUntil(t, "the mint is held", func() bool { return h.waitingFor(testClientID) == 1 })
+	e, h, done := newEnvWithHeldMint(t)
 	e.mustDo(logical.UpdateOperation, "config", map[string]any{"url": e.server.URL, "client_id": roleClientID, "client_secret": roleClientSecret})
 	h.release(testClientID)
 	<-done
@@ -440,12 +361,7 @@ func TestTokenStore_aReaderThatResolvedTheOldCredentialNeverStoresItsTokenAfterT
 			// A reader resolves the role to the old credential and is
 			// loading its stored token when the write comes and goes.
 			paused := storage.pauseNext("get", tokenStoragePrefix+"r")
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/r", Storage: e.storage})
-				e.noteTokens(resp)
-			}()
+			done := e.readInBackground("r")
 			<-paused.reached
 			tc.write(e)
 			close(paused.release)
@@ -466,12 +382,7 @@ func TestTokenStore_aStandbyNeverKeepsATokenPurgedWhileItWasLoadingIt(t *testing
 	// cached it when the operator purges it on the active node, whose
 	// delete reaches the standby as an invalidation.
 	paused := storage.pauseNext("get", tokenStoragePrefix+"shared")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, _ := standby.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/shared", Storage: storage})
-		standby.noteTokens(resp)
-	}()
+	done := standby.readInBackground("shared")
 	<-paused.reached
 	active.mustDo(logical.DeleteOperation, "tokens/shared", nil)
 	standby.b.invalidate(context.Background(), tokenStoragePrefix+"shared")
@@ -554,12 +465,7 @@ func TestTokenStore_aTokenBeingStoredWhenItsCredentialIsRejectedDoesNotStayStore
 	// in Piwik PRO and a read of a meets the rejection; the scan that drops
 	// the credential's stored tokens lists storage before b's store ends.
 	stored := storage.pauseNext("put", tokenStoragePrefix+"b")
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		resp, _ := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds/b", Storage: e.storage})
-		e.noteTokens(resp)
-	}()
+	read := e.readInBackground("b")
 	<-stored.reached
 	e.piwik.AddCredential(standin.Credential{ClientID: roleClientID, ClientSecret: "replaced-in-the-ui"})
 	listed := storage.pauseNext("list", tokenStoragePrefix)

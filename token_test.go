@@ -2,29 +2,12 @@ package piwik
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 )
-
-var testNow = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-
-// testJWT builds an RS256-shaped JWT with the given claims.
-func testJWT(claims map[string]any) string {
-	enc := func(v any) string {
-		b, _ := json.Marshal(v)
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	return enc(map[string]string{"typ": "JWT", "alg": "RS256"}) + "." + enc(claims) + "." + strings.Repeat("A", 342)
-}
-
-func reply(tokenType string, expiresIn any, token string) string {
-	b, _ := json.Marshal(map[string]any{"token_type": tokenType, "expires_in": expiresIn, "access_token": token})
-	return string(b)
-}
 
 func TestParseTokenReply(t *testing.T) {
 	iat := testNow.Unix()
@@ -128,17 +111,6 @@ func TestParseTokenReply_deadlineIsTheEarlierOfExpAndSentPlusExpiresIn(t *testin
 	}
 }
 
-func TestLeaseTTL_isTruncatedNeverRoundedUp(t *testing.T) {
-	tok := &token{ExpiresIn: time.Minute, Lifetime: time.Minute, ExpiresAt: testNow.Add(1600 * time.Millisecond)}
-	if ttl, _ := leaseTTL(tok, testNow, 0, 0); ttl != time.Second {
-		t.Errorf("1.6s left gives a %s lease, want 1s", ttl)
-	}
-	tok.ExpiresAt = testNow.Add(600 * time.Millisecond)
-	if ttl, _ := leaseTTL(tok, testNow, 0, 0); ttl != 0 {
-		t.Errorf("0.6s left gives a %s lease, want 0 (refused by the caller)", ttl)
-	}
-}
-
 func TestReadClaims(t *testing.T) {
 	iat := testNow.Unix()
 	got, err := readClaims(testJWT(map[string]any{"sub": "u-1", "org": "default", "aud": "Client-Name-1", "iat": iat, "exp": iat + 1800, "eml": "x@example.com"}))
@@ -158,34 +130,6 @@ func TestReadClaims(t *testing.T) {
 		if _, err := readClaims(testJWT(map[string]any{"exp": exp})); err == nil {
 			t.Errorf("exp %v: accepted, want an error (the deadline cannot be read)", exp)
 		}
-	}
-}
-
-func TestLeaseTTL(t *testing.T) {
-	tok := &token{ExpiresIn: 30 * time.Minute, Lifetime: 30 * time.Minute, ExpiresAt: testNow.Add(30 * time.Minute)}
-	cases := []struct {
-		name           string
-		roleTTL, max   time.Duration
-		want           time.Duration
-		wantWarnings   int
-		warningContent string
-	}{
-		{"no caps", 0, 0, 30 * time.Minute, 0, ""},
-		{"role ttl", 10 * time.Minute, 0, 10 * time.Minute, 1, "role's ttl"},
-		{"mount max", 0, 5 * time.Minute, 5 * time.Minute, 1, "max lease TTL"},
-		{"both, mount smaller", 10 * time.Minute, 5 * time.Minute, 5 * time.Minute, 2, "max lease TTL"},
-		{"caps above the token", time.Hour, 2 * time.Hour, 30 * time.Minute, 0, ""},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ttl, warnings := leaseTTL(tok, testNow, tc.roleTTL, tc.max)
-			if ttl != tc.want || len(warnings) != tc.wantWarnings {
-				t.Fatalf("ttl = %s, warnings = %v; want %s and %d warnings", ttl, warnings, tc.want, tc.wantWarnings)
-			}
-			if tc.warningContent != "" && !strings.Contains(strings.Join(warnings, " "), tc.warningContent) {
-				t.Errorf("warnings %v lack %q", warnings, tc.warningContent)
-			}
-		})
 	}
 }
 
@@ -228,4 +172,73 @@ func TestParseTokenReply_expNotAfterIatIsRefused(t *testing.T) {
 	if _, err := parseTokenReply("application/json", []byte(body), testNow, testNow, redactor{}); err == nil {
 		t.Error("a token whose exp is before its iat was accepted")
 	}
+}
+
+// The JWT's exp bounds the token's life whatever else the JWT holds: an alg
+// outside the usual list, padded segments, or claims of unexpected types
+// (aud or sub a number).
+func TestParseTokenReply_leaseFollowsExpWhateverTheJWTHeader(t *testing.T) {
+	exp := testNow.Unix() + 60
+	rs := `{"typ":"JWT","alg":"RS256"}`
+	for _, tc := range []struct{ name, token string }{
+		{"alg HS256", jwtWith(base64.RawURLEncoding, `{"typ":"JWT","alg":"HS256"}`, fmt.Sprintf(`{"sub":"u","exp":%d}`, exp))},
+		{"alg none", jwtWith(base64.RawURLEncoding, `{"typ":"JWT","alg":"none"}`, fmt.Sprintf(`{"sub":"u","exp":%d}`, exp))},
+		{"padded segments", jwtWith(base64.URLEncoding, rs, fmt.Sprintf(`{"sub":"u1","exp":%d}`, exp))},
+		{"aud a number", jwtWith(base64.RawURLEncoding, rs, fmt.Sprintf(`{"sub":"u","aud":42,"exp":%d}`, exp))},
+		{"sub a number", jwtWith(base64.RawURLEncoding, rs, fmt.Sprintf(`{"sub":42,"exp":%d}`, exp))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := checkJWTShape(tc.token); err != nil {
+				t.Fatalf("token not JWT-shaped: %v", err)
+			}
+			tok, err := parseTokenReply("application/json", []byte(reply("Bearer", 1800, tc.token)), testNow, testNow, redactor{})
+			if err != nil {
+				t.Fatalf("parseTokenReply: %v", err)
+			}
+			ttl, _ := leaseTTL(tok, testNow, 0, 0)
+			if tok.ExpiresAt.After(time.Unix(exp, 0)) {
+				t.Errorf("the token's exp is in 60s, the lease is %s", ttl)
+			}
+		})
+	}
+}
+
+// FuzzParseTokenReply: whatever a token endpoint sends, parsing returns a
+// usable token or an upstreamError, never panics, and never lets a token
+// through that is already expired or has a non-positive lifetime.
+func FuzzParseTokenReply(f *testing.F) {
+	f.Add("application/json", reply("Bearer", 1800, testJWT(map[string]any{"exp": testNow.Unix() + 1800})))
+	f.Add("application/json; charset=UTF-8", `{"token_type":"bearer","expires_in":1e3,"access_token":"a.b.c"}`)
+	f.Add("text/html", "<html>")
+	f.Add("", `{"token_type":"Bearer","expires_in":-1,"access_token":"x"}`)
+	f.Add("application/json", `{"token_type":"Bearer","expires_in":1800.7,"access_token":"x.eyJleHAiOjF9.y"}`)
+	f.Fuzz(func(t *testing.T, contentType, body string) {
+		tok, err := parseTokenReply(contentType, []byte(body), testNow, testNow, redactor{})
+		if err != nil {
+			if _, ok := err.(*upstreamError); !ok {
+				t.Fatalf("error of type %T, want *upstreamError", err)
+			}
+			return
+		}
+		if tok.AccessToken == "" || tok.Lifetime <= 0 || tok.Lifetime > maxTokenLifetime {
+			t.Fatalf("accepted an unusable token: lifetime %s", tok.Lifetime)
+		}
+		if !tok.ExpiresAt.After(testNow) {
+			t.Fatalf("accepted a token that expires at %s", tok.ExpiresAt)
+		}
+	})
+}
+
+// FuzzReadClaims: any string is read as claims or as none, without panic,
+// and an exp it returns is a real time.
+func FuzzReadClaims(f *testing.F) {
+	f.Add(testJWT(map[string]any{"sub": "u", "aud": []string{"a"}, "exp": 1}))
+	f.Add("a.eyJleHAiOiIxIn0.c")
+	f.Add("..")
+	f.Fuzz(func(t *testing.T, token string) {
+		c, _ := readClaims(token)
+		if !c.Expiry.IsZero() && (c.Expiry.Year() < 1970 || c.Expiry.Year() > 40000) {
+			t.Fatalf("exp out of range: %s", c.Expiry)
+		}
+	})
 }

@@ -1,9 +1,12 @@
 package piwik
 
 import (
+	"context"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -11,11 +14,85 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// TestBadInput_refusedWithFieldAndNothingChanges pins, for each bad input
+func TestInput_typedSecretIsRefusedWithoutEcho(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.rememberSecret("typed-secret-" + secretCore)
+	for _, value := range []any{
+		map[string]any{"v": "typed-secret-" + secretCore},
+		[]any{"typed-secret-" + secretCore},
+		12345678,
+		true,
+	} {
+		for _, path := range []string{"config", "roles/r"} {
+			for _, field := range []string{"client_secret", "client_id"} {
+				before := e.snapshot()
+				data := map[string]any{field: value}
+				req := &logical.Request{Operation: logical.UpdateOperation, Path: path, Data: data, Storage: e.storage}
+				_, _, existErr := e.b.HandleExistenceCheck(context.Background(), req)
+				resp, err := e.do(logical.UpdateOperation, path, data)
+				status, msg := statusOf(resp, err)
+				if status != http.StatusBadRequest || !strings.Contains(msg, field+": must be a string, got") {
+					t.Errorf("%s %s=%T: %d %q, want 400 naming the field and type", path, field, value, status, msg)
+				}
+				if existErr == nil || !strings.Contains(existErr.Error(), field+": must be a string") {
+					t.Errorf("existence check of %s %s=%T: %v, want the same refusal", path, field, value, existErr)
+				}
+				e.assertNoSecret("refusal", msg)
+				if existErr != nil {
+					e.assertNoSecret("existence check", existErr.Error())
+				}
+				if fmt.Sprint(e.snapshot()) != fmt.Sprint(before) {
+					t.Errorf("%s: storage changed", path)
+				}
+			}
+		}
+	}
+}
+
+func TestInput_nullResetsEveryFieldToItsDefault(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"request_timeout": "30s", "max_retries": 7, "verify_credentials": false})
+	e.mustDo(logical.PatchOperation, "config", map[string]any{"request_timeout": nil, "max_retries": nil, "verify_credentials": nil})
+	cfg := e.mustDo(logical.ReadOperation, "config", nil).Data
+	if cfg["request_timeout"] != int64(10) || cfg["max_retries"] != 3 || cfg["verify_credentials"] != true {
+		t.Errorf("config after nulls = %v, want the defaults 10, 3, true", cfg)
+	}
+	for _, field := range []string{"url", "client_id", "client_secret"} {
+		before := e.snapshot()
+		status, msg := statusOf(e.do(logical.PatchOperation, "config", map[string]any{field: nil}))
+		if status != http.StatusBadRequest || !strings.Contains(msg, field) {
+			t.Errorf("null %s: %d %q, want 400 naming it (it has no default)", field, status, msg)
+		}
+		if fmt.Sprint(e.snapshot()) != fmt.Sprint(before) {
+			t.Errorf("null %s changed storage", field)
+		}
+	}
+
+	e.mustDo(logical.CreateOperation, "roles/r", map[string]any{"ttl": "5m", "token_reuse": true, "reuse_min_remaining": "60s", "leased": false,
+		"client_id": roleClientID, "client_secret": roleClientSecret})
+	e.mustDo(logical.PatchOperation, "roles/r", map[string]any{"ttl": nil, "token_reuse": nil, "reuse_min_remaining": nil, "leased": nil})
+	role := e.mustDo(logical.ReadOperation, "roles/r", nil).Data
+	if role["ttl"] != int64(0) || role["token_reuse"] != false || role["reuse_min_remaining"] != int64(0) || role["leased"] != true {
+		t.Errorf("role after nulls = %v, want the defaults", role)
+	}
+	if role["client_id"] != roleClientID {
+		t.Errorf("nulls of other fields dropped the role's credentials")
+	}
+	if status, _ := statusOf(e.do(logical.PatchOperation, "roles/r", map[string]any{"client_secret": nil})); status != http.StatusBadRequest {
+		t.Errorf("null client_secret alone: %d, want 400", status)
+	}
+	e.mustDo(logical.PatchOperation, "roles/r", map[string]any{"client_id": nil})
+	if role := e.mustDo(logical.ReadOperation, "roles/r", nil).Data; role["own_credentials"] != false {
+		t.Errorf("null client_id: the role kept its credentials: %v", role)
+	}
+}
+
+// TestInput_refusedWithFieldAndNothingChanges pins, for each bad input
 // across config, roles and creds, the 4xx status Vault would answer with,
 // that the error names the field, and that storage is byte-for-byte what it
 // was before.
-func TestBadInput_refusedWithFieldAndNothingChanges(t *testing.T) {
+func TestInput_refusedWithFieldAndNothingChanges(t *testing.T) {
 	e := newEnvWithRole(t, "r", map[string]any{"ttl": "10m"})
 	e.mustDo(logical.CreateOperation, "roles/own", map[string]any{"client_id": roleClientID, "client_secret": roleClientSecret})
 	before := e.snapshot()
