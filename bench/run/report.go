@@ -461,17 +461,21 @@ func (r *results) renderCapacity(p printer) {
 	rss := perLease(func(x footprint) int64 { return x.rss })
 	data := perLease(func(x footprint) int64 { return x.snapState })
 	p("\nOne outstanding lease (one raft node): %.2f KiB of live heap, %.1f KiB of RSS, %.2f KiB of stored data. ", heap/1024, rss/1024, data/1024)
-	p("A lease lives as long as its token: 30 minutes with mint, 22.5 on average with token_reuse (handed out until half its life is left). After the first 30 minutes a steady rate R holds R × 1800 leases (mint) or R × 1350 (token_reuse), at any later hour alike:\n\n")
+	life := 30 * time.Minute
+	reuseLife := life - reuseRefreshAfter(life)/2 // mean lease life of a reused token
+	reuseMin := reuseLife.Minutes()
+	p("A lease lives as long as its token: 30 minutes with mint, %.0f on average with token_reuse (handed out from its mint until a background mint replaces it, %.0f minutes in). After the first 30 minutes a steady rate R holds R × 1800 leases (mint) or R × %.0f (token_reuse), at any later hour alike:\n\n",
+		reuseMin, reuseRefreshAfter(life).Minutes(), reuseLife.Seconds())
 	p("| leased reads/s | mint: leases | heap MiB | RSS MiB | data MiB | token_reuse: leases | heap MiB | RSS MiB | data MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, rate := range []float64{1, 10, 100, 500} {
 		p("| %.0f |", rate)
-		for _, life := range []float64{1800, 1350} {
+		for _, life := range []float64{1800, reuseLife.Seconds()} {
 			n := rate * life
 			p(" %.0f | %s | %s | %s |", n, mib(int64(n*heap)), mib(int64(n*rss)), mib(int64(n*data)))
 		}
 		p("\n")
 	}
-	p("\nFor N readers that each read every M minutes (R = N / 60M reads/s; a reader holds 30/M leases with mint, 22.5/M with token_reuse). Capacity used: R against this run's leased token_reuse reads/s on one raft node.\n\n")
+	p("\nFor N readers that each read every M minutes (R = N / 60M reads/s; a reader holds 30/M leases with mint, %.0f/M with token_reuse). Capacity used: R against this run's leased token_reuse reads/s on one raft node.\n\n", reuseMin)
 	var raftLeased float64
 	for _, e := range r.entries {
 		if e.key == "raft" {
@@ -485,7 +489,7 @@ func (r *results) renderCapacity(p printer) {
 		if raftLeased > 0 {
 			share = fmt.Sprintf("%.1f %%", 100*rate/raftLeased)
 		}
-		p("| %.0f | %.0f | %.2f | %.0f | %.0f | %s | %s | %.0f |\n", c.n, c.m, rate, c.n*30/c.m, c.n*22.5/c.m, mib(int64(c.n*22.5/c.m*rss)), share, rate*60)
+		p("| %.0f | %.0f | %.2f | %.0f | %.0f | %s | %s | %.0f |\n", c.n, c.m, rate, c.n*30/c.m, c.n*reuseMin/c.m, mib(int64(c.n*reuseMin/c.m*rss)), share, rate*60)
 	}
 	p("\n")
 }
