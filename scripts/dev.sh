@@ -27,6 +27,10 @@ source "$root/scripts/lib.sh"
 
 vault_port="${VAULT_DEV_PORT:-8200}"
 standin_port="${STANDIN_PORT:-8210}"
+# A dev server also listens on the next port, for cluster traffic.
+if ((standin_port == vault_port || standin_port == vault_port + 1)); then
+	die "STANDIN_PORT ($standin_port) must be neither VAULT_DEV_PORT ($vault_port) nor the port after it, which the dev server takes for cluster traffic"
+fi
 version="${VERSION:-$(make -s -C "$root" version)}"
 plugin_name="vault-plugin-secrets-piwik"
 # The file name in the plugin directory, as in a release zip.
