@@ -9,7 +9,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/lib.sh"
 
 dev="$root/.dev"
-stop_pidfile "Vault dev server" "$dev/vault.pid"
-stop_pidfile "Piwik PRO stand-in" "$dev/standin.pid"
+# The marks are arguments dev.sh gives each process, naming this .dev/.
+stop_pidfile "Vault dev server" "$dev/vault.pid" "-dev-plugin-dir=$dev/plugins"
+stop_pidfile "Piwik PRO stand-in" "$dev/standin.pid" "$dev/standin.addr"
 rm -f "$dev/standin.addr"
 step "dev environment stopped (logs stay in $dev)"

@@ -92,6 +92,15 @@ if $use_standin; then
 	[[ -x "$standin_bin" ]] || die "$standin_bin is missing: run 'make dev' (it builds bin/ first)"
 fi
 
+if ! $use_standin; then
+	piwik_url="$PIWIK_URL"
+	piwik_client_id="$PIWIK_CLIENT_ID"
+	piwik_client_secret="$PIWIK_CLIENT_SECRET"
+	# The servers started below inherit this environment and would hold
+	# the secret in theirs for as long as they run: only config gets it.
+	unset PIWIK_CLIENT_SECRET
+fi
+
 pick_vault
 
 # On failure, say how to clean up what did start.
@@ -146,9 +155,6 @@ if $use_standin; then
 		file_ready "$dev/standin.addr" "$dev/standin.pid"
 	piwik_url="$(cat "$dev/standin.addr")"
 else
-	piwik_url="$PIWIK_URL"
-	piwik_client_id="$PIWIK_CLIENT_ID"
-	piwik_client_secret="$PIWIK_CLIENT_SECRET"
 	step "using the Piwik PRO account at $piwik_url"
 fi
 
@@ -192,7 +198,7 @@ cat <<EOF
 Vault dev server is running with the Piwik PRO plugin at piwik/.
 Point your shell at it:
 
-  export VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=\$(cat $dev/root-token)${path_hint}
+  export VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN="\$(cat "$dev/root-token")"${path_hint}
   vault read piwik/creds/reporting
 
 Logs: $logs

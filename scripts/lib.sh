@@ -59,9 +59,10 @@ sha256_of() {
 
 # vault_release VAULT prints the release of the Vault binary VAULT as
 # MAJOR.MINOR.PATCH ("1.21.0" for "Vault v1.21.0 ('…'), built …", also for
-# "v1.19.4+ent"), or nothing when it does not say (or does not run).
+# "v1.19.4+ent"), or nothing when it does not say (or does not run). The
+# binary gets no terminal input, so one that prompts cannot hang the script.
 vault_release() {
-	{ "$1" version 2>/dev/null || true; } |
+	{ "$1" version </dev/null 2>/dev/null || true; } |
 		sed -n 's/^Vault v\([0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -n 1
 }
 
@@ -125,14 +126,19 @@ run_or_die() {
 	"$@" || die "$message"
 }
 
-# stop_pidfile NAME PIDFILE ends the process group recorded in PIDFILE,
-# politely first, and removes PIDFILE. A process that is already gone is
-# fine.
+# stop_pidfile NAME PIDFILE MARK ends the process group recorded in
+# PIDFILE, politely first, and removes PIDFILE. A process that is already
+# gone is fine. A pid file outlives its process (a crash, a reboot) and the
+# pid may since belong to something else, so the process is ended only when
+# its command line contains MARK.
 stop_pidfile() {
-	local name="$1" pidfile="$2" pid i
+	local name="$1" pidfile="$2" mark="$3" pid i
 	[[ -f "$pidfile" ]] || return 0
 	pid="$(cat "$pidfile")"
-	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+	if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null &&
+		[[ "$(ps -ww -o args= -p "$pid" 2>/dev/null || true)" != *"$mark"* ]]; then
+		step "$name is not running (pid $pid is another process now; left alone)"
+	elif [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
 		step "stopping $name (pid $pid)"
 		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
 		for i in $(seq 1 50); do
