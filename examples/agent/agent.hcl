@@ -2,7 +2,10 @@
 #
 # The agent logs in with AppRole, reads piwik/creds/reporting, and writes the
 # access token to two files the application reads: the bare token, and an env
-# file (PIWIK_ACCESS_TOKEN=...) for systemd's EnvironmentFile= or `set -a; .`.
+# file (PIWIK_ACCESS_TOKEN=...) that short-lived jobs source as they start
+# (`set -a; . piwik.env; set +a`). Not for a long-running service's
+# EnvironmentFile=: systemd reads it once, at start; agent-exec.hcl restarts
+# such a service with each new token instead.
 # Piwik PRO tokens cannot be renewed, so before the lease runs out (or, for a
 # role with leased=false, every few minutes) the agent reads a new token and
 # rewrites both files; the application should re-read the file before each
